@@ -1,0 +1,41 @@
+"""The replica processes: what a predictor or transformer pod runs, on its own loopback ports."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .config import StackSettings
+from .net import free_port
+
+
+@dataclass(frozen=True)
+class Replica:
+    name: str  # e.g. predictor-0, as a pod name
+    component: str  # "predictor" | "transformer", the label Prometheus scrapes it with
+    http_port: int
+    grpc_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+def plan(component: str, count: int) -> list[Replica]:
+    return [Replica(f"{component}-{i}", component, free_port(), free_port()) for i in range(count)]
+
+
+def argv(s: StackSettings, r: Replica, predictor_host: str) -> list[str]:
+    common = ["--model_name", s.model_name, "--model_dir", str(s.model_dir),
+              "--http_port", str(r.http_port), "--grpc_port", str(r.grpc_port)]
+    if r.component == "predictor":
+        return [s.python, "-m", "predictor", *common, "--instances", str(s.instances)]
+    return [s.python, "-m", "transformer", *common, "--predictor_host", predictor_host]
+
+
+def env(s: StackSettings) -> dict[str, str]:
+    e = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    # Share the cores between predictor replicas as CPU limits would, instead of every replica
+    # starting one torch thread per core and all of them fighting.
+    e.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // s.predictors)))
+    return e
