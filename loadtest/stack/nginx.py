@@ -37,6 +37,6 @@ def command(workdir: Path, conf: Path, *extra: str) -> list[str]:
 
 def check(workdir: Path, conf: Path) -> None:
     """`nginx -t` as the user that will run it; raises with nginx's own message."""
-    r = subprocess.run(command(workdir, conf, "-t", "-q"), capture_output=True, text=True)
+    r = subprocess.run(command(workdir, conf, "-t", "-q"), check=False, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"nginx -t failed for {conf}:\n{r.stderr.strip()}")

@@ -9,9 +9,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger("snapserve.stack")
 
@@ -37,7 +37,7 @@ class Supervised:
     def __init__(self, name: str, argv: list[str], log_path: Path, *, env: dict[str, str] | None = None,
                  cwd: Path | None = None,
                  stop_signal: int = signal.SIGTERM, grace_s: float = 30.0, backoff: Backoff = Backoff(),
-                 on_start: Callable[["Supervised"], None] | None = None):
+                 on_start: Callable[[Supervised], None] | None = None):
         self.name, self.argv, self.log_path, self.env, self.cwd = name, argv, log_path, env, cwd
         self.stop_signal, self.grace_s, self.backoff, self.on_start = stop_signal, grace_s, backoff, on_start
         self.restarts = 0

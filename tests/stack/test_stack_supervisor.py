@@ -1,0 +1,85 @@
+"""The supervisor with small real processes: restart after a crash, back-off, stop with escalation,
+and no child outliving a killed stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from loadtest.stack.supervisor import Backoff, Supervised
+from loadtest.stack.unpriv import launch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(cond, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def test_backoff_doubles_on_quick_crashes_and_resets_after_a_good_run():
+    b = Backoff(initial_s=0, first_crash_s=1, max_s=8, reset_after_s=30)
+    delays, d = [], 0.0
+    for _ in range(6):
+        d = b.next(d, ran_for_s=0.5)
+        delays.append(d)
+    assert delays == [1, 2, 4, 8, 8, 8]
+    assert b.next(8, ran_for_s=60) == 0
+
+
+def test_restarts_a_killed_process_then_stops_it(tmp_path):
+    starts = []
+    p = Supervised("sleeper", launch(["sleep", "60"]), tmp_path / "sleeper.log", on_start=lambda s: starts.append(s.pid))
+    p.start()
+    first = wait_for(lambda: p.pid)
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: p.pid not in (None, first) and p.pid)
+    assert p.restarts == 1 and starts == [first, second]
+    p.stop()
+    assert p.wait() == -signal.SIGTERM
+    assert gone(second) and p.pid is None
+    time.sleep(0.3)
+    assert p.pid is None  # no restart after stop()
+
+
+def test_stop_escalates_to_sigkill_after_the_grace_period(tmp_path):
+    stubborn = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"]
+    p = Supervised("stubborn", stubborn, tmp_path / "stubborn.log", grace_s=0.5)
+    p.start()
+    wait_for(lambda: p.pid)
+    time.sleep(0.3)  # let it install its handler
+    p.stop()
+    assert p.wait() == -signal.SIGKILL
+
+
+def test_children_die_with_a_killed_supervisor(tmp_path):
+    """Even a SIGKILLed stack leaves no replica behind: children carry PDEATHSIG."""
+    code = (
+        "import sys, time; from pathlib import Path; from loadtest.stack.supervisor import Supervised;"
+        "from loadtest.stack.unpriv import launch;"
+        f"p = Supervised('s', launch(['sleep', '60']), Path({str(tmp_path / 's.log')!r})); p.start();"
+        "print(p.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert not gone(child)
+    parent.kill()
+    parent.wait()
+    wait_for(lambda: gone(child), timeout=5)
