@@ -1,0 +1,171 @@
+{{/* Names, labels, images and the one shared pod block. */}}
+
+{{- define "snapserve.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name; also the InferenceService name, hence the model name KServe gives the transformer.
+Kept to 45 characters: KServe appends "-transformer-default-00001-deployment"-style suffixes. */}}
+{{- define "snapserve.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 45 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 45 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 45 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "snapserve.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "snapserve.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "snapserve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "snapserve.labels" -}}
+helm.sh/chart: {{ include "snapserve.chart" . }}
+{{ include "snapserve.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels KServe puts on the pods of one component: args (root context, component name). */}}
+{{- define "snapserve.componentPodLabels" -}}
+serving.kserve.io/inferenceservice: {{ include "snapserve.fullname" (index . 0) }}
+component: {{ index . 1 }}
+{{- end }}
+
+{{- define "snapserve.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "snapserve.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* image reference: args (root context, image values). A digest pins the image. */}}
+{{- define "snapserve.image" -}}
+{{- $root := index . 0 }}
+{{- $img := index . 1 }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* In-cluster host of the Service KServe puts in front of the transformer pods. */}}
+{{- define "snapserve.transformerHost" -}}
+{{- printf "%s-transformer.%s.svc.cluster.local" (include "snapserve.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{/* Probes, security context, drain hook and /tmp of one server container.
+args: (root context, component values). */}}
+{{- define "snapserve.serverContainerCommon" -}}
+{{- $root := index . 0 }}
+{{- $c := index . 1 -}}
+ports:
+  - name: http1
+    containerPort: 8080
+    protocol: TCP
+startupProbe:
+  httpGet:
+    path: /v2/health/ready
+    port: 8080
+  periodSeconds: {{ $c.probes.startup.periodSeconds }}
+  failureThreshold: {{ $c.probes.startup.failureThreshold }}
+  timeoutSeconds: {{ $c.probes.startup.timeoutSeconds }}
+readinessProbe:
+  httpGet:
+    path: /v2/health/ready
+    port: 8080
+  periodSeconds: {{ $c.probes.readiness.periodSeconds }}
+  failureThreshold: {{ $c.probes.readiness.failureThreshold }}
+  timeoutSeconds: {{ $c.probes.readiness.timeoutSeconds }}
+livenessProbe:
+  httpGet:
+    path: /v2/health/live
+    port: 8080
+  periodSeconds: {{ $c.probes.liveness.periodSeconds }}
+  failureThreshold: {{ $c.probes.liveness.failureThreshold }}
+  timeoutSeconds: {{ $c.probes.liveness.timeoutSeconds }}
+lifecycle:
+  preStop:
+    sleep:
+      seconds: {{ $c.preStopSleepSeconds }}
+securityContext:
+  {{- toYaml $root.Values.securityContext | nindent 2 }}
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+{{- end }}
+
+{{/* Pod-level fields shared by the predictor and transformer components.
+args: (root context, component values). */}}
+{{- define "snapserve.componentPod" -}}
+{{- $root := index . 0 }}
+{{- $c := index . 1 -}}
+serviceAccountName: {{ include "snapserve.serviceAccountName" $root }}
+automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
+securityContext:
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+terminationGracePeriodSeconds: {{ $c.terminationGracePeriodSeconds }}
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $c.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $c.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $c.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $c.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+minReplicas: {{ $c.autoscaling.minReplicas }}
+maxReplicas: {{ $c.autoscaling.maxReplicas }}
+{{- if and (ne $root.Values.kserve.autoscalerClass "keda") $c.autoscaling.scaleMetric }}
+scaleMetric: {{ $c.autoscaling.scaleMetric }}
+{{- end }}
+{{- if and (ne $root.Values.kserve.autoscalerClass "keda") $c.autoscaling.scaleTarget }}
+scaleTarget: {{ $c.autoscaling.scaleTarget }}
+{{- end }}
+{{- if and (eq $root.Values.kserve.autoscalerClass "keda") (include "snapserve.isStandard" $root) }}
+autoScaling:
+  metrics:
+    - type: External
+      external:
+        metric:
+          backend: prometheus
+          serverAddress: {{ $c.autoscaling.keda.serverAddress }}
+          query: {{ $c.autoscaling.keda.query | quote }}
+        target:
+          type: Value
+          value: {{ $c.autoscaling.keda.targetValue | quote }}
+{{- end }}
+volumes:
+  - name: tmp
+    emptyDir:
+      sizeLimit: {{ $root.Values.tmpSizeLimit }}
+{{- end }}
+
+{{/* "true" when pods run as plain Deployments (Standard / legacy RawDeployment). */}}
+{{- define "snapserve.isStandard" -}}
+{{- if has .Values.kserve.deploymentMode (list "Standard" "RawDeployment") }}true{{ end }}
+{{- end }}

@@ -1,0 +1,57 @@
+{{/* Combinations KServe or the cluster would reject, caught at render time with the values to change.
+Included once from inferenceservice.yaml. */}}
+{{- define "snapserve.validate" -}}
+{{- $v := .Values }}
+{{- $standard := include "snapserve.isStandard" . }}
+{{- $mode := $v.kserve.deploymentMode }}
+{{- if and (not $standard) (or $v.httpRoute.enabled $v.ingress.enabled) }}
+{{- fail (printf "kserve.deploymentMode=%s exposes the transformer through Knative's own ingress: set httpRoute.enabled=false and ingress.enabled=false, or kserve.deploymentMode=Standard" $mode) }}
+{{- end }}
+{{- if and (not $standard) (eq $v.kserve.autoscalerClass "keda") }}
+{{- fail (printf "kserve.autoscalerClass=keda needs kserve.deploymentMode=Standard (Knative mode scales with Knative's autoscaler); change one of them") }}
+{{- end }}
+{{- range $name := list "predictor" "transformer" }}
+{{- $a := (index $v $name).autoscaling }}
+{{- if gt (int $a.minReplicas) (int $a.maxReplicas) }}
+{{- fail (printf "%s.autoscaling.minReplicas (%v) is above %s.autoscaling.maxReplicas (%v)" $name $a.minReplicas $name $a.maxReplicas) }}
+{{- end }}
+{{- if and $standard (eq (int $a.minReplicas) 0) }}
+{{- fail (printf "%s.autoscaling.minReplicas=0 (scale to zero) needs kserve.deploymentMode=Knative; set it to 1 or more" $name) }}
+{{- end }}
+{{- if and $standard $a.scaleMetric }}
+{{- if eq $v.kserve.autoscalerClass "keda" }}
+{{- fail (printf "KServe rejects scaleMetric with kserve.autoscalerClass=keda: clear %s.autoscaling.scaleMetric and set %s.autoscaling.keda.query" $name $name) }}
+{{- end }}
+{{- if not (has $a.scaleMetric (list "cpu" "memory")) }}
+{{- fail (printf "%s.autoscaling.scaleMetric=%s is a Knative metric; in Standard mode use cpu or memory (or kserve.deploymentMode=Knative)" $name $a.scaleMetric) }}
+{{- end }}
+{{- end }}
+{{- if and (not $standard) (has $a.scaleMetric (list "cpu" "memory")) }}
+{{- fail (printf "%s.autoscaling.scaleMetric=%s needs kserve.deploymentMode=Standard; Knative mode scales on concurrency or rps" $name $a.scaleMetric) }}
+{{- end }}
+{{- if and $standard (eq $v.kserve.autoscalerClass "keda") (not $a.keda.query) }}
+{{- fail (printf "kserve.autoscalerClass=keda needs %s.autoscaling.keda.query" $name) }}
+{{- end }}
+{{- if and (eq $a.scaleMetric "cpu") (gt (int $a.scaleTarget) 100) }}
+{{- fail (printf "%s.autoscaling.scaleTarget=%v: a cpu target is a percentage (1-100)" $name $a.scaleTarget) }}
+{{- end }}
+{{- end }}
+{{- if and $v.predictor.gpu.enabled (eq $v.predictor.device "cpu") }}
+{{- fail "predictor.gpu.enabled=true requests a GPU the server would not use: set predictor.device=auto or cuda, or predictor.gpu.enabled=false" }}
+{{- end }}
+{{- if and (eq $v.predictor.device "cuda") (not $v.predictor.gpu.enabled) }}
+{{- fail "predictor.device=cuda needs a GPU: set predictor.gpu.enabled=true, or predictor.device=auto" }}
+{{- end }}
+{{- if and (gt (int $v.httpRoute.retry.attempts) 0) (not $v.httpRoute.experimentalChannel) }}
+{{- fail "httpRoute.retry is part of Gateway API's experimental channel: set httpRoute.experimentalChannel=true (the cluster runs the experimental CRDs) or httpRoute.retry.attempts=0" }}
+{{- end }}
+{{- if and $v.ingress.enabled $v.ingress.tls.enabled (not $v.ingress.tls.secretName) }}
+{{- fail "ingress.tls.enabled=true needs ingress.tls.secretName (the Secret with the certificate for ingress.host)" }}
+{{- end }}
+{{- if and $v.networkPolicy.enabled $v.podMonitor.enabled (not (or $v.networkPolicy.scraper.namespaceSelector $v.networkPolicy.scraper.podSelector)) }}
+{{- fail "podMonitor.enabled with networkPolicy.enabled needs networkPolicy.scraper.namespaceSelector or .podSelector, or Prometheus cannot scrape the predictor" }}
+{{- end }}
+{{- if and (not $v.serviceAccount.create) $v.serviceAccount.annotations }}
+{{- fail "serviceAccount.annotations only apply to a created ServiceAccount: set serviceAccount.create=true or remove the annotations" }}
+{{- end }}
+{{- end }}
