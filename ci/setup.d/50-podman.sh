@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# podman + debootstrap for the image tests, and a local Debian 12 base image to build FROM
+# (no container registry is reachable here). Idempotent: once the base exists this only checks.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BASE_IMAGE=${SNAPSERVE_BASE_IMAGE:-localhost/snapserve-base:bookworm}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+pkgs=(podman debootstrap uidmap fuse-overlayfs)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+podman image exists "$BASE_IMAGE" && exit 0
+
+# The base: what python:3.11-slim-bookworm gives (Debian 12, CPython 3.11, venv, CA bundle), built
+# from Debian's own packages so the Dockerfiles' FROM ${BASE} works without a registry.
+root=$(mktemp -d /var/tmp/snapserve-base.XXXXXX)
+trap 'rm -rf "$root"' EXIT
+echo "50-podman: debootstrap bookworm -> $BASE_IMAGE (once; a few minutes)"
+debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+  bookworm "$root" "$MIRROR" >/dev/null
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+  "$root"/usr/share/man/* "$root"/usr/share/locale/* "$root"/var/log/*.log
+tar -C "$root" --numeric-owner -c . |
+  podman import --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' - "$BASE_IMAGE" >/dev/null
+echo "50-podman: built $BASE_IMAGE"
