@@ -1,0 +1,49 @@
+"""``python -m predictor``: load the snapshot, then serve it with kserve (REST + gRPC)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+log = logging.getLogger("snapserve.predictor")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from predictor import config
+
+    try:
+        settings = config.load(argv)
+    except ValueError as exc:
+        print(f"predictor: {exc}", file=sys.stderr)
+        return 2
+    import kserve
+    from kserve import model_server
+
+    from predictor import errors, serve
+    from predictor.engine import SnapshotInvalid
+    from predictor.httpmetrics import RequestMetrics
+    from predictor.model import SnapshotModel
+    from predictor.snapshot import SnapshotError
+
+    server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port, workers=1,
+                                grace_period=settings.grace_period)
+    log.info("settings: %s", serve.describe(settings))
+    model = SnapshotModel(settings)
+    try:
+        model.load()
+    except (SnapshotInvalid, SnapshotError, FileNotFoundError) as exc:
+        log.error("cannot serve: %s", exc)
+        print(f"predictor: cannot serve: {exc}", file=sys.stderr)
+        return 1
+    errors.install(model_server.app)
+    model_server.app.add_middleware(RequestMetrics, component="predictor")
+    serve.run(server, model)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""Dynamic batching: many requests in, few large forward passes out.
+
+Knows nothing of kserve, HTTP or torch. A request holds one or more sequences (token-id arrays of
+any length); the scheduler packs sequences from all queued requests into batches of at most
+``max_batch_size`` sequences and ``max_batch_tokens`` padded tokens, grouping similar lengths
+around the oldest waiting sequence (no starvation, little padding). It waits up to
+``max_delay_ms`` for more work only while every instance is idle and the batch is small; while
+instances are busy the queue fills on its own and a full batch is prepared before an instance
+frees up. ``prepare`` (padding, tensor building) and ``execute`` (the forward pass) run on
+worker threads, never on the event loop; results are split back to each request in order. A
+batch that fails is retried request by request, so only the failing request sees the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class QueueFull(Exception):
+    """The queue holds its maximum; the caller should answer 429 with ``retry_after`` seconds."""
+
+    def __init__(self, waiting: int, limit: int, retry_after: float):
+        super().__init__(f"queue full: {waiting} sequences waiting (limit {limit})")
+        self.retry_after = retry_after
+
+
+class Draining(Exception):
+    """The batcher is shutting down and takes no new work."""
+
+
+class Observer(Protocol):
+    """Receives measurements; metrics live outside the batcher."""
+
+    def batch(self, size: int, padded_tokens: int, real_tokens: int, seconds: float) -> None: ...
+    def queue_wait(self, seconds: float) -> None: ...
+    def queue_depth(self, sequences: int) -> None: ...
+
+
+class NullObserver:
+    def batch(self, size, padded_tokens, real_tokens, seconds):
+        pass
+
+    def queue_wait(self, seconds):
+        pass
+
+    def queue_depth(self, sequences):
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchLimits:
+    max_batch_size: int = 512
+    max_batch_tokens: int = 32768
+    max_delay_ms: float = 2.0
+    instances: int = 1
+    max_queue_sequences: int = 4096
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "max_batch_tokens", "instances", "max_queue_sequences"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_delay_ms < 0:
+            raise ValueError(f"max_delay_ms must be >= 0, got {self.max_delay_ms}")
+
+
+class _Request:
+    __slots__ = ("arrived", "cancelled", "future", "remaining", "rows", "sequences")
+
+    def __init__(self, sequences: Sequence[np.ndarray], future: asyncio.Future):
+        self.sequences = sequences
+        self.future = future
+        self.rows: list[Any] = [None] * len(sequences)
+        self.remaining = len(sequences)
+        self.arrived = time.monotonic()
+        self.cancelled = False
+
+
+@dataclasses.dataclass
+class Batch:
+    """Sequences picked for one forward pass: ``items[i]`` is (request, index within it)."""
+
+    items: list[tuple[_Request, int]]
+
+    @property
+    def sequences(self) -> list[np.ndarray]:
+        return [req.sequences[i] for req, i in self.items]
+
+    @property
+    def padded_tokens(self) -> int:
+        return len(self.items) * max(len(s) for s in self.sequences)
+
+    def requests(self) -> list[_Request]:
+        return list(dict.fromkeys(req for req, _ in self.items))
+
+
+def pick(pending: Sequence[tuple[_Request, int]], limits: BatchLimits, window: int) -> list[int]:
+    """Indices into ``pending`` (oldest first) for the next batch.
+
+    The oldest sequence is always taken; neighbours of the closest length are added while the
+    batch stays within the size cap and the padded-token budget (count x longest).
+    """
+    candidates = list(range(min(len(pending), window)))
+    lengths = [len(pending[i][0].sequences[pending[i][1]]) for i in candidates]
+    order = sorted(candidates, key=lambda i: (lengths[i], i))
+    sorted_lengths = [lengths[i] for i in order]
+    anchor = order.index(0)
+    lo, hi = anchor, anchor + 1
+    longest = sorted_lengths[anchor]
+    while hi - lo < limits.max_batch_size:
+        left = sorted_lengths[lo - 1] if lo > 0 else None
+        right = sorted_lengths[hi] if hi < len(order) else None
+        if left is None and right is None:
+            break
+        go_left = right is None or (left is not None and longest - left <= right - longest)
+        new_longest = longest if go_left else max(longest, right)
+        if (hi - lo + 1) * new_longest > limits.max_batch_tokens:
+            if go_left or left is None:
+                break
+            # the longer neighbour does not fit; a shorter one still may
+            if (hi - lo + 1) * longest > limits.max_batch_tokens:
+                break
+            go_left, new_longest = True, longest
+        if go_left:
+            lo -= 1
+        else:
+            hi += 1
+        longest = new_longest
+    return sorted(order[lo:hi])
+
+
+class Batcher:
+    """Queue + scheduler + N concurrent executors over ``prepare`` and ``execute``.
+
+    ``prepare(sequences) -> prepared`` and ``execute(prepared, instance) -> rows`` run on threads;
+    ``execute`` returns one row per sequence (``rows[i]`` belongs to ``sequences[i]``).
+    """
+
+    def __init__(
+        self,
+        prepare: Callable[[list[np.ndarray]], Any],
+        execute: Callable[[Any, int], Sequence[Any]],
+        limits: BatchLimits = BatchLimits(),
+        observer: Observer | None = None,
+    ):
+        self.limits = limits
+        self._prepare = prepare
+        self._execute = execute
+        self._observer = observer or NullObserver()
+        self._pending: collections.deque[tuple[_Request, int]] = collections.deque()
+        self._wakeup: asyncio.Event | None = None
+        self._free: asyncio.Queue[int] | None = None
+        self._busy = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._scheduler: asyncio.Task | None = None
+        self._draining = False
+        self._prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batch-prep")
+        self._exec_pool = concurrent.futures.ThreadPoolExecutor(limits.instances, thread_name_prefix="batch-exec")
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the scheduler on the running event loop."""
+        self._wakeup = asyncio.Event()
+        self._free = asyncio.Queue()
+        for instance in range(self.limits.instances):
+            self._free.put_nowait(instance)
+        self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
+
+    async def drain(self) -> None:
+        """Refuse new work, finish everything accepted, then stop."""
+        self._draining = True
+        while self._pending or self._busy or self._tasks:
+            self._wakeup.set()
+            await asyncio.sleep(0.01)
+        if self._scheduler:
+            self._scheduler.cancel()
+        self._prep_pool.shutdown(wait=False)
+        self._exec_pool.shutdown(wait=False)
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    @property
+    def idle(self) -> bool:
+        return self._busy == 0
+
+    # -- submission ------------------------------------------------------------------------
+    async def submit(self, sequences: Sequence[np.ndarray]) -> list[Any]:
+        """Queue one request's sequences; returns their rows in order."""
+        if self._draining:
+            raise Draining("shutting down")
+        if not sequences:
+            return []
+        waiting = len(self._pending)
+        if waiting + len(sequences) > self.limits.max_queue_sequences and waiting > 0:
+            raise QueueFull(waiting, self.limits.max_queue_sequences, self._retry_after())
+        loop = asyncio.get_running_loop()
+        req = _Request(sequences, loop.create_future())
+        self._pending.extend((req, i) for i in range(len(sequences)))
+        self._observer.queue_depth(len(self._pending))
+        self._wakeup.set()
+        try:
+            return await req.future
+        except asyncio.CancelledError:
+            req.cancelled = True  # its queued sequences are dropped when met
+            raise
+
+    def _retry_after(self) -> float:
+        return max(1.0, round(len(self._pending) / max(1, self.limits.max_batch_size) * 0.05, 1))
+
+    # -- scheduling ------------------------------------------------------------------------
+    def _drop_cancelled(self) -> None:
+        if any(req.cancelled for req, _ in self._pending):
+            self._pending = collections.deque(p for p in self._pending if not p[0].cancelled)
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while True:
+                self._drop_cancelled()
+                if not self._pending:
+                    break
+                if self._free.empty() and len(self._pending) < self.limits.max_batch_size:
+                    break  # all instances busy: let the queue grow until one frees or a batch is full
+                await self._wait_for_fill()
+                self._drop_cancelled()
+                if not self._pending:
+                    break
+                batch = self._take()
+                # prepared while the running batches execute; an instance is claimed only after
+                prepared = await self._prepare_safely(loop, batch)
+                instance = await self._free.get()
+                self._busy += 1
+                task = loop.create_task(self._run(batch, prepared, instance))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _prepare_safely(self, loop, batch: Batch) -> Any:
+        try:
+            return await loop.run_in_executor(self._prep_pool, self._prepare, batch.sequences)
+        except Exception as exc:  # noqa: BLE001 - _run isolates the failing request
+            return exc
+
+    async def _wait_for_fill(self) -> None:
+        """Hold a small batch back for up to max_delay_ms, but only while every instance is idle."""
+        limits = self.limits
+        if self._draining or limits.max_delay_ms <= 0:
+            return
+        deadline = self._pending[0][0].arrived + limits.max_delay_ms / 1000
+        while self._busy == 0 and len(self._pending) < limits.max_batch_size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except TimeoutError:
+                return
+            self._wakeup.clear()
+
+    def _take(self) -> Batch:
+        window = 4 * self.limits.max_batch_size
+        head = [self._pending[i] for i in range(min(window, len(self._pending)))]
+        chosen = pick(head, self.limits, window)
+        chosen_set = set(chosen)
+        items = [head[i] for i in chosen]
+        rest = [head[i] for i in range(len(head)) if i not in chosen_set]
+        for _ in range(len(head)):
+            self._pending.popleft()
+        self._pending.extendleft(reversed(rest))
+        now = time.monotonic()
+        for req in dict.fromkeys(req for req, _ in items):
+            self._observer.queue_wait(now - req.arrived)
+        self._observer.queue_depth(len(self._pending))
+        return Batch(items)
+
+    async def _run(self, batch: Batch, prepared: Any, instance: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                if isinstance(prepared, Exception):
+                    raise prepared
+                rows = await self._forward(loop, batch, prepared, instance)
+                self._deliver(batch, rows)
+            except Exception as exc:  # noqa: BLE001 - isolate the failing request
+                await self._isolate(loop, batch, exc, instance)
+        finally:
+            self._busy -= 1
+            self._free.put_nowait(instance)
+            self._wakeup.set()
+
+    async def _forward(self, loop, batch: Batch, prepared: Any, instance: int) -> Sequence[Any]:
+        started = time.monotonic()
+        rows = await loop.run_in_executor(self._exec_pool, self._execute, prepared, instance)
+        sequences = batch.sequences
+        if len(rows) != len(sequences):
+            raise RuntimeError(f"execute returned {len(rows)} rows for {len(sequences)} sequences")
+        real = sum(len(s) for s in sequences)
+        self._observer.batch(len(sequences), batch.padded_tokens, real, time.monotonic() - started)
+        return rows
+
+    async def _isolate(self, loop, batch: Batch, exc: Exception, instance: int) -> None:
+        requests = batch.requests()
+        if len(requests) == 1:
+            self._fail(requests[0], exc)
+            return
+        for req in requests:
+            alone = Batch([(r, i) for r, i in batch.items if r is req])
+            try:
+                prepared = await loop.run_in_executor(self._prep_pool, self._prepare, alone.sequences)
+                self._deliver(alone, await self._forward(loop, alone, prepared, instance))
+            except Exception as own:  # noqa: BLE001
+                self._fail(req, own)
+
+    @staticmethod
+    def _fail(req: _Request, exc: Exception) -> None:
+        if not req.future.done():
+            req.future.set_exception(exc)
+
+    @staticmethod
+    def _deliver(batch: Batch, rows: Sequence[Any]) -> None:
+        for (req, i), row in zip(batch.items, rows):
+            if req.future.done():
+                continue
+            req.rows[i] = row
+            req.remaining -= 1
+            if req.remaining == 0:
+                req.future.set_result(req.rows)

@@ -1,0 +1,95 @@
+"""One status table for every error a client can see, and the JSON shape it gets.
+
+Bodies are ``{"error": reason, "error_type": type}``; a 500 carries only a request id, the
+traceback stays in the log. Shared by predictor and transformer.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import Request
+from fastapi.responses import ORJSONResponse
+
+log = logging.getLogger("snapserve")
+
+# error_type -> HTTP status
+STATUS = {
+    "validation": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "payload_too_large": 413,
+    "unprocessable": 422,
+    "overloaded": 429,
+    "rate_limited": 429,
+    "internal": 500,
+    "upstream": 502,
+    "unavailable": 503,
+}
+
+
+class ServingError(Exception):
+    """An error with a client-facing reason; ``error_type`` picks the status from STATUS."""
+
+    def __init__(self, error_type: str, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.error_type = error_type
+        self.reason = reason
+        self.retry_after = retry_after
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.error_type]
+
+
+def body(error_type: str, reason: str) -> dict:
+    return {"error": reason, "error_type": error_type}
+
+
+def response(exc: ServingError) -> ORJSONResponse:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return ORJSONResponse(body(exc.error_type, exc.reason), status_code=exc.status, headers=headers)
+
+
+async def serving_error_handler(_: Request, exc: ServingError) -> ORJSONResponse:
+    return response(exc)
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> ORJSONResponse:
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    log.error("request %s failed", request_id, exc_info=exc)
+    return ORJSONResponse(
+        body("internal", f"internal error; request id {request_id}"),
+        status_code=500,
+        headers={"x-request-id": request_id},
+    )
+
+
+def install(app) -> None:
+    """Register our handlers on kserve's FastAPI app, before the server starts.
+
+    kserve registers its own handlers when the REST server starts, reading them from its
+    ``server`` module; replacing those names there gives every kserve error our JSON shape
+    and keeps exception names and messages of 500s out of bodies.
+    """
+    from kserve.protocol.rest import server
+
+    async def invalid_input(_: Request, exc) -> ORJSONResponse:
+        return response(ServingError("validation", str(getattr(exc, "reason", exc))))
+
+    async def not_found(_: Request, exc) -> ORJSONResponse:
+        return response(ServingError("not_found", str(exc)))
+
+    async def not_ready(_: Request, exc) -> ORJSONResponse:
+        return response(ServingError("unavailable", str(exc), retry_after=1))
+
+    server.invalid_input_handler = invalid_input
+    server.model_not_found_handler = not_found
+    server.model_not_ready_handler = not_ready
+    server.server_not_ready_handler = not_ready
+    server.generic_exception_handler = internal_error_handler
+    server.inference_error_handler = internal_error_handler
+    app.add_exception_handler(ServingError, serving_error_handler)

@@ -1,0 +1,42 @@
+"""Flag helpers shared by predictor and transformer (pure Python: the transformer image has no torch).
+
+Every flag of ours is also an environment variable named as the flag in upper case; an explicit
+flag wins over the variable, the variable over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def strtobool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def add(group, name: str, default, kind=str, help: str = "", **kwargs) -> None:
+    """Add ``--name`` whose default comes from env ``NAME`` when set."""
+    env = name.upper()
+    convert = strtobool if kind is bool else kind
+    raw = os.environ.get(env)
+    value = convert(raw) if raw not in (None, "") else default
+    group.add_argument(f"--{name}", default=value, type=convert, help=f"{help} [env {env}]", **kwargs)
+
+
+def kserve_parser() -> argparse.ArgumentParser:
+    """kserve's own parser (importing kserve.model_server parses argv once, harmlessly)."""
+    from kserve import model_server
+
+    return model_server.parser
+
+
+def redact(settings: dict, secret_keys=("api_key", "token", "password", "secret")) -> dict:
+    """A copy safe to log: values of secret-looking keys are hidden."""
+    return {k: ("***" if any(s in k for s in secret_keys) and v else v) for k, v in settings.items()}

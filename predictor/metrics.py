@@ -1,0 +1,58 @@
+"""snapserve's Prometheus metrics, registered once in the default registry that kserve's
+``/metrics`` serves. The transformer uses the same names with ``component="transformer"``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+REQUESTS = Counter("snapserve_requests", "Requests by outcome", ["component", "outcome"])
+REQUEST_SECONDS = Histogram(
+    "snapserve_request_duration_seconds", "Time spent on a request in this server", ["component"],
+    buckets=LATENCY,
+)
+SEQUENCES = Counter("snapserve_sequences", "Sequences (texts) processed", ["component"])
+QUEUE_WAIT = Histogram("snapserve_queue_wait_seconds", "Time a request waited for its batch", buckets=LATENCY)
+BATCH_SIZE = Histogram("snapserve_batch_size", "Sequences per forward pass", buckets=SIZES)
+BATCH_TOKENS = Histogram(
+    "snapserve_batch_tokens", "Padded tokens per forward pass",
+    buckets=(64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072),
+)
+PADDING = Histogram(
+    "snapserve_batch_padding_ratio", "Share of padded tokens that are padding",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
+)
+INFERENCE = Histogram("snapserve_inference_seconds", "Forward pass time per batch", buckets=LATENCY)
+QUEUE_DEPTH = Gauge("snapserve_queue_depth", "Sequences waiting for a batch")
+GPU_USED = Gauge("snapserve_gpu_memory_used_bytes", "GPU memory allocated by torch (0 on CPU)")
+GPU_TOTAL = Gauge("snapserve_gpu_memory_total_bytes", "GPU memory on the device (0 on CPU)")
+TOKENIZE = Histogram("snapserve_tokenize_seconds", "Tokenisation time per request", buckets=LATENCY)
+PREDICTOR_CALL = Histogram(
+    "snapserve_predictor_call_seconds", "Transformer to predictor call time", buckets=LATENCY
+)
+
+
+class BatchObserver:
+    """Feeds the batcher's measurements into the histograms above."""
+
+    def batch(self, size: int, padded_tokens: int, real_tokens: int, seconds: float) -> None:
+        BATCH_SIZE.observe(size)
+        BATCH_TOKENS.observe(padded_tokens)
+        PADDING.observe(1 - real_tokens / padded_tokens if padded_tokens else 0)
+        INFERENCE.observe(seconds)
+
+    def queue_wait(self, seconds: float) -> None:
+        QUEUE_WAIT.observe(seconds)
+
+    def queue_depth(self, sequences: int) -> None:
+        QUEUE_DEPTH.set(sequences)
+
+
+def outcome(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status == 429 or status == 503:
+        return "rejected"
+    return "client_error" if status < 500 else "error"

@@ -1,0 +1,159 @@
+"""The kserve Model: decodes v1/v2 inputs into token sequences, batches them, encodes answers.
+
+Owns no HTTP details: kserve's REST and gRPC servers call ``predict``; errors are raised as
+``ServingError`` and rendered by the shared status table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import kserve
+import numpy as np
+from kserve import InferOutput, InferRequest, InferResponse
+
+from predictor import encoding, metrics, tasks
+from predictor.batching import Batcher, BatchLimits, Draining, QueueFull
+from predictor.config import Settings
+from predictor.errors import ServingError
+
+log = logging.getLogger("snapserve.predictor")
+
+
+class SnapshotModel(kserve.Model):
+    def __init__(self, settings: Settings):
+        super().__init__(settings.model_name)
+        self.settings = settings
+        self.engine = None
+        self.encoder: encoding.TextEncoder | None = None
+        self.batcher: Batcher | None = None
+
+    def load(self) -> bool:
+        from predictor import snapshot
+        from predictor.engine import Engine
+
+        s = self.settings
+        if s.verify_snapshot and snapshot.verify(s.model_dir):
+            log.info("snapshot manifest verified: %s", s.model_dir / snapshot.MANIFEST)
+        self.engine = Engine(s.model_dir, s.task, s.device, s.dtype, s.instances)
+        if (s.model_dir / "tokenizer.json").is_file():
+            self.encoder = encoding.TextEncoder(s.model_dir, s.max_length)
+        max_length = self.encoder.max_length if self.encoder else encoding.model_max_length(s.model_dir)
+        self.max_length = s.max_length or max_length
+        self.vocab_size = int(self.engine.config.get("vocab_size", 0)) or None
+        log.info("model %s: task=%s device=%s dtype=%s width=%d max_length=%d instances=%d",
+                 s.model_name, self.engine.task, self.engine.device, str(self.engine.dtype).removeprefix("torch."),
+                 self.engine.width, self.max_length, s.instances)
+        if s.warmup:
+            self.engine.warmup(self.max_length, s.max_batch_size)
+        limits = BatchLimits(s.max_batch_size, s.max_batch_tokens, s.max_delay_ms, s.instances,
+                             s.max_queue_sequences)
+        self.batcher = Batcher(self.engine.prepare, self.engine.execute, limits, metrics.BatchObserver())
+        metrics.GPU_USED.set_function(lambda: self.engine.gpu_memory()[0])
+        metrics.GPU_TOTAL.set_function(lambda: self.engine.gpu_memory()[1])
+        self.ready = True
+        return self.ready
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _texts(self, texts) -> list[np.ndarray]:
+        if self.encoder is None:
+            raise ServingError("validation", "this snapshot has no tokenizer.json: send input_ids and attention_mask")
+        if not isinstance(texts, list) or not texts:
+            raise ServingError("validation", "expected a non-empty list of strings")
+        if not all(isinstance(t, str) for t in texts):
+            raise ServingError("validation", "every text must be a string")
+        return self.encoder.encode(texts)
+
+    def _tensor(self, request: InferRequest, name: str) -> np.ndarray | None:
+        for item in request.inputs:
+            if item.name == name:
+                try:
+                    return item.as_numpy()
+                except Exception as exc:  # noqa: BLE001 - malformed tensor data is the client's
+                    raise ServingError("validation", f"input {name!r}: {exc}") from None
+        return None
+
+    def _sequences_v2(self, request: InferRequest) -> list[np.ndarray]:
+        names = {i.name: i.datatype for i in request.inputs}
+        if "text" in names:
+            if names["text"] != "BYTES":
+                raise ServingError("validation", "input 'text' must be BYTES")
+            raw = self._tensor(request, "text").reshape(-1).tolist()
+            try:
+                texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in raw]
+            except UnicodeDecodeError:
+                raise ServingError("validation", "input 'text' is not valid UTF-8") from None
+            return self._texts(texts)
+        if "input_ids" not in names:
+            raise ServingError("validation", "expected input 'input_ids' (+ 'attention_mask') or 'text'")
+        for name in ("input_ids", "attention_mask"):
+            if name in names and names[name] not in ("INT64", "INT32"):
+                raise ServingError("validation", f"input {name!r} must be INT64")
+        ids = self._tensor(request, "input_ids")
+        mask = self._tensor(request, "attention_mask")
+        if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise ServingError("validation", f"input 'input_ids' must have shape [n, length], got {list(ids.shape)}")
+        if mask is None:
+            mask = np.ones_like(ids)
+        if mask.shape != ids.shape:
+            raise ServingError("validation", "'attention_mask' must have the shape of 'input_ids'")
+        if ids.shape[1] > self.max_length:
+            raise ServingError("unprocessable", f"sequences are {ids.shape[1]} tokens; this model takes {self.max_length}")
+        if ids.min() < 0 or (self.vocab_size and ids.max() >= self.vocab_size):
+            raise ServingError("validation", f"token ids must be in [0, {self.vocab_size})")
+        sequences = encoding.unpad(ids.astype(np.int64, copy=False), mask)
+        if any(len(s) == 0 for s in sequences):
+            raise ServingError("validation", "every sequence needs at least one token")
+        return sequences
+
+    def _sequences(self, payload) -> list[np.ndarray]:
+        if isinstance(payload, InferRequest):
+            return self._sequences_v2(payload)
+        if isinstance(payload, dict) and "instances" in payload:
+            return self._texts(payload["instances"])
+        raise ServingError("validation", 'expected {"instances": ["text", ...]} or a v2 inference request')
+
+    # -- predict ---------------------------------------------------------------------------
+    async def predict(self, payload, headers=None):
+        sequences = self._sequences(payload)
+        if self.batcher._scheduler is None:
+            self.batcher.start()
+        try:
+            rows = await self.batcher.submit(sequences)
+        except QueueFull as exc:
+            raise ServingError("overloaded", str(exc), retry_after=exc.retry_after) from None
+        except Draining:
+            raise ServingError("unavailable", "server is shutting down", retry_after=1) from None
+        metrics.SEQUENCES.labels("predictor").inc(len(sequences))
+        matrix = np.stack(rows).astype(np.float32, copy=False)
+        if isinstance(payload, InferRequest):
+            return self._v2_response(payload, matrix)
+        return {"predictions": self._v1_rows(matrix)}
+
+    def _v1_rows(self, matrix: np.ndarray) -> list:
+        if self.engine.task == tasks.CLASSIFICATION:
+            best = matrix.argmax(axis=1)
+            return [{"label": self.engine.labels[i], "score": float(matrix[r, i])} for r, i in enumerate(best)]
+        return matrix.tolist()
+
+    def _v2_response(self, request: InferRequest, matrix: np.ndarray) -> InferResponse:
+        binary = bool(request.parameters and request.parameters.get("binary_data_output")) and not request.from_grpc
+        name = "probabilities" if self.engine.task == tasks.CLASSIFICATION else "embedding"
+        out = InferOutput(name=name, shape=list(matrix.shape), datatype="FP32")
+        out.set_data_from_numpy(matrix, binary_data=binary)
+        outputs = [out]
+        if self.engine.task == tasks.CLASSIFICATION:
+            labels = np.array([self.engine.labels[i].encode() for i in matrix.argmax(axis=1)], dtype=np.object_)
+            label = InferOutput(name="label", shape=[len(labels)], datatype="BYTES")
+            label.set_data_from_numpy(labels, binary_data=binary)
+            outputs.append(label)
+        return InferResponse(response_id=request.id or uuid.uuid4().hex, model_name=self.name,
+                             infer_outputs=outputs, use_binary_outputs=binary)
+
+    async def drain(self) -> None:
+        """Turn not-ready, then finish everything accepted."""
+        self.ready = False
+        if self.batcher is not None and self.batcher._scheduler is not None:
+            await asyncio.wait_for(self.batcher.drain(), self.settings.grace_period)

@@ -1,0 +1,63 @@
+"""The transformer's settings: the only place that reads argv and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from predictor import flags
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    model_name: str
+    model_dir: Path
+    predictor_host: str
+    predictor_protocol: str
+    predictor_timeout: int
+    predictor_health_check: bool
+    max_length: int
+    max_texts: int
+    max_text_chars: int
+    http_port: int
+    grpc_port: int
+    workers: int
+    grace_period: int
+
+    def __post_init__(self):
+        if not self.predictor_host:
+            raise ValueError("--predictor_host is required (host:port of the predictor)")
+        if self.predictor_protocol not in ("v2", "grpc-v2"):
+            raise ValueError("--predictor_protocol must be v2 (REST, binary tensors) or grpc-v2")
+        for name in ("max_texts", "max_text_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m transformer", parents=[flags.kserve_parser()],
+        description="snapserve transformer: validation, tokenisation and post-processing on CPU",
+    )
+    g = p.add_argument_group("snapserve transformer")
+    flags.add(g, "model_dir", "/mnt/models", help="snapshot folder holding tokenizer.json and config.json")
+    flags.add(g, "max_length", 0, int, help="truncate texts to this many tokens (0: the model's maximum)")
+    flags.add(g, "max_texts", 2048, int, help="most texts in one request (more: 413)")
+    flags.add(g, "max_text_chars", 100_000, int, help="longest text in characters (longer: 413)")
+    flags.add(g, "grace_period", 30, int, help="seconds to finish in-flight work after SIGTERM")
+    return p
+
+
+def load(argv: list[str] | None = None) -> Settings:
+    args = parser().parse_args(argv)
+    protocol = args.predictor_protocol if args.predictor_protocol != "v1" else args.protocol
+    if protocol == "v1":
+        protocol = "v2"  # kserve's default; the predictor speaks v2 with binary tensors
+    return Settings(
+        model_name=args.model_name, model_dir=Path(args.model_dir), predictor_host=args.predictor_host or "",
+        predictor_protocol=protocol, predictor_timeout=args.predictor_request_timeout_seconds,
+        predictor_health_check=args.enable_predictor_health_check, max_length=args.max_length, max_texts=args.max_texts,
+        max_text_chars=args.max_text_chars, http_port=args.http_port, grpc_port=args.grpc_port,
+        workers=args.workers, grace_period=args.grace_period,
+    )

@@ -1,0 +1,75 @@
+"""OpenAI embeddings API on the transformer: POST {prefix}/v1/embeddings, GET {prefix}/v1/models.
+
+kserve 0.21 ships an OpenAI data plane (``OpenAIEncoderModel``) but imports vLLM for its request
+types, which would put torch and a 280 MB wheel into the CPU-only transformer image; this module
+serves the same routes under the same prefix (``KSERVE_OPENAI_ROUTE_PREFIX``, default ``/openai``).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from predictor.errors import ServingError
+
+
+def prefix() -> str:
+    value = os.environ.get("KSERVE_OPENAI_ROUTE_PREFIX", "/openai")
+    return value if not value or value.startswith("/") else f"/{value}"
+
+
+def parse(raw: bytes) -> dict:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ServingError("validation", f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ServingError("validation", "body must be a JSON object")
+    return body
+
+
+def vectors(matrix: np.ndarray, encoding_format: str) -> list:
+    if encoding_format == "base64":
+        return [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in matrix]
+    return matrix.tolist()
+
+
+def router(model) -> APIRouter:
+    """Routes bound to one ``EmbeddingTransformer``."""
+    api = APIRouter()
+    created = int(time.time())
+
+    async def embeddings(request: Request) -> Response:
+        body = parse(await request.body())
+        name = body.get("model", model.name)
+        if name != model.name:
+            raise ServingError("not_found", f"model {name!r} is not served here; use {model.name!r}")
+        if "input" not in body:
+            raise ServingError("validation", "'input' is required: a string or a list of strings")
+        encoding_format = body.get("encoding_format") or "float"
+        if encoding_format not in ("float", "base64"):
+            raise ServingError("validation", "'encoding_format' must be 'float' or 'base64'")
+        matrix, tokens = await model.embed(body["input"], dict(request.headers))
+        dimensions = body.get("dimensions")
+        if dimensions is not None and dimensions != matrix.shape[1]:
+            raise ServingError("validation", f"'dimensions' must be {matrix.shape[1]} for this model")
+        data = [{"object": "embedding", "index": i, "embedding": v}
+                for i, v in enumerate(vectors(matrix, encoding_format))]
+        answer = {"object": "list", "data": data, "model": model.name,
+                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    async def models(_: Request) -> Response:
+        answer = {"object": "list", "data": [{"id": model.name, "object": "model", "created": created,
+                                              "owned_by": "snapserve"}]}
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    api.add_api_route(f"{prefix()}/v1/embeddings", embeddings, methods=["POST"])
+    api.add_api_route(f"{prefix()}/v1/models", models, methods=["GET"])
+    return api
