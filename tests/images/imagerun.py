@@ -1,0 +1,114 @@
+"""Build the images with podman and start an image's entrypoint without a container runtime.
+
+podman cannot start containers on our machines (its OCI runtime may not set rlimits or cgroups here),
+so an image runs from ``podman image mount`` under ``chroot --userspec`` with the image's own numeric
+USER, environment, working directory, ENTRYPOINT and CMD, in a private mount namespace (its /proc,
+/dev and a tmpfs /tmp vanish with the process). Running as that user proves it can read all it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build(prefix: str, tag: str, log: Path, **env: str) -> None:
+    """``ci/build-images.sh --local`` (both images); the build log goes to ``log``."""
+    with log.open("w") as out:
+        rc = subprocess.run(["bash", "ci/build-images.sh", "--local"], check=False, cwd=ROOT, stdout=out,
+                            stderr=subprocess.STDOUT, env={**os.environ, "IMAGE_PREFIX": prefix, "TAG": tag, **env},
+                            timeout=1500).returncode
+    assert rc == 0, f"image build failed (rc={rc}):\n" + "\n".join(log.read_text().splitlines()[-40:])
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    name: str
+    root: Path  # the mounted root file system
+    config: dict  # the OCI config: User, Env, Entrypoint, Cmd, WorkingDir
+    layers: list[str]
+    size: int
+
+    @classmethod
+    def mount(cls, name: str) -> Image:
+        info = json.loads(podman("image", "inspect", name))[0]
+        root = Path(podman("image", "mount", name).strip())
+        return cls(name, root, info["Config"], info["RootFS"]["Layers"], info["Size"])
+
+    def unmount(self) -> None:
+        subprocess.run(["podman", "image", "umount", self.name], check=False, capture_output=True)
+
+    def history(self) -> list[tuple[str, int]]:
+        """(created_by, size) per history entry, oldest first."""
+        entries = json.loads(podman("history", "--no-trunc", "--format", "json", self.name))
+        return [(e.get("CreatedBy", e.get("createdBy", "")), int(e.get("Size", e.get("size", 0))))
+                for e in reversed(entries)]
+
+    def start(self, args: list[str], log: Path) -> subprocess.Popen:
+        """The entrypoint with ``args`` in place of CMD, as the image's USER; the pid is the server's."""
+        user = self.config["User"]
+        if ":" not in user:
+            user += f":{user}"
+        env = self.config.get("Env") or []
+        argv = [*self.config["Entrypoint"], *args]
+        mount = ('set -e; r="$1"; shift; mount -t proc proc "$r/proc"; mount --rbind /dev "$r/dev"; '
+                 'mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"; exec chroot --userspec="$USERSPEC" "$r" "$@"')
+        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh", str(self.root),
+               "/usr/bin/env", "-i", "-C", self.config.get("WorkingDir") or "/", *env, *argv]
+        with log.open("w") as out:
+            return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={"PATH": os.environ["PATH"], "USERSPEC": user})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def podman(*args: str) -> str:
+    return subprocess.run(["podman", *args], check=True, capture_output=True, text=True).stdout
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{url}: server exited rc={proc.returncode}:\n{tail(log)}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url}: not ready after {timeout:.0f}s:\n{tail(log)}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
+def uid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for pid {pid}")
