@@ -287,6 +287,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             try:
+                if all(req.cancelled for req in batch.requests()):
+                    return  # staged before its callers went away
                 if isinstance(prepared, Exception):
                     raise prepared
                 rows = await self._forward(loop, batch, prepared, instance)

@@ -45,8 +45,6 @@ class EmbeddingTransformer(kserve.Model):
 
     # -- validation ------------------------------------------------------------------------
     def validate_texts(self, texts) -> list[str]:
-        if isinstance(texts, str):
-            texts = [texts]
         if not isinstance(texts, list) or not texts:
             raise ServingError("validation", "expected a non-empty list of strings")
         if len(texts) > self.settings.max_texts:

@@ -55,7 +55,8 @@ def router(model) -> APIRouter:
         encoding_format = body.get("encoding_format") or "float"
         if encoding_format not in ("float", "base64"):
             raise ServingError("validation", "'encoding_format' must be 'float' or 'base64'")
-        matrix, tokens = await model.embed(body["input"], dict(request.headers))
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        matrix, tokens = await model.embed(texts, dict(request.headers))
         dimensions = body.get("dimensions")
         if dimensions is not None and dimensions != matrix.shape[1]:
             raise ServingError("validation", f"'dimensions' must be {matrix.shape[1]} for this model")
