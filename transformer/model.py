@@ -58,6 +58,17 @@ class EmbeddingTransformer(kserve.Model):
                                    f"{self.settings.max_text_chars}")
         return texts
 
+    def check_length(self, texts: list[str], truncate: bool) -> None:
+        """With ``truncate: false`` a text longer than the model's maximum is refused (422)."""
+        if truncate:
+            return
+        if not isinstance(truncate, bool):
+            raise ServingError("validation", "'truncate' must be true or false")
+        for i, n in enumerate(self.encoder.untruncated_lengths(texts)):
+            if n > self.encoder.max_length:
+                raise ServingError("unprocessable", f"item {i} is {n} tokens; this model takes at most "
+                                   f"{self.encoder.max_length} (send truncate: true to cut it)")
+
     def texts_of(self, payload) -> tuple[list[str], str, bool]:
         if isinstance(payload, InferRequest):
             inputs = {i.name: i for i in payload.inputs}
@@ -70,10 +81,19 @@ class EmbeddingTransformer(kserve.Model):
                 texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in raw]
             except (UnicodeDecodeError, ValueError) as exc:
                 raise ServingError("validation", f"input 'text' is not valid UTF-8 text ({exc})") from None
-            binary = bool(payload.parameters and payload.parameters.get("binary_data_output"))
-            return self.validate_texts(texts), V2, binary and not payload.from_grpc
+            params = payload.parameters or {}
+            binary = bool(params.get("binary_data_output"))
+            texts = self.validate_texts(texts)
+            truncate = params.get("truncate", True)
+            self.check_length(texts, getattr(truncate, "bool_param", truncate))  # gRPC wraps parameters
+            return texts, V2, binary and not payload.from_grpc
         if isinstance(payload, dict) and "instances" in payload:
-            return self.validate_texts(payload["instances"]), V1, False
+            params = payload.get("parameters") or {}
+            if not isinstance(params, dict):
+                raise ServingError("validation", "'parameters' must be an object")
+            texts = self.validate_texts(payload["instances"])
+            self.check_length(texts, params.get("truncate", True))
+            return texts, V1, False
         raise ServingError("validation", 'expected {"instances": ["text", ...]} or a v2 request with a BYTES input "text"')
 
     # -- kserve hooks ----------------------------------------------------------------------
@@ -156,9 +176,10 @@ class EmbeddingTransformer(kserve.Model):
                 return [v.decode() if isinstance(v, bytes) else str(v) for v in output.as_numpy().reshape(-1)]
         return None
 
-    async def embed(self, texts: list[str], headers=None) -> tuple[np.ndarray, int]:
+    async def embed(self, texts: list[str], headers=None, truncate: bool = True) -> tuple[np.ndarray, int]:
         """texts -> (vectors [n, dim], prompt tokens): the pipeline without kserve's request types."""
         texts = self.validate_texts(texts)
+        self.check_length(texts, truncate)
         sequences = await self.tokenize(texts)
         request = self.request_for(sequences, uuid.uuid4().hex)
         response = await self.predict(request, headers)

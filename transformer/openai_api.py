@@ -56,7 +56,7 @@ def router(model) -> APIRouter:
         if encoding_format not in ("float", "base64"):
             raise ServingError("validation", "'encoding_format' must be 'float' or 'base64'")
         texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
-        matrix, tokens = await model.embed(texts, dict(request.headers))
+        matrix, tokens = await model.embed(texts, dict(request.headers), body.get("truncate", True))
         dimensions = body.get("dimensions")
         if dimensions is not None and dimensions != matrix.shape[1]:
             raise ServingError("validation", f"'dimensions' must be {matrix.shape[1]} for this model")
