@@ -18,15 +18,16 @@ log = logging.getLogger("snapserve.stack")
 
 @dataclass(frozen=True)
 class Backoff:
-    initial_s: float = 0.0  # a replica that ran fine restarts at once, as a pod's first restart does
-    first_crash_s: float = 1.0
-    max_s: float = 30.0
-    reset_after_s: float = 30.0  # a run this long counts as healthy and resets the back-off
+    """The first exit after a good run restarts at once (as a pod's first restart does); every further
+    exit that comes quickly waits first_s, 2*first_s, ... up to max_s; a run of reset_after_s clears it."""
 
-    def next(self, previous_s: float, ran_for_s: float) -> float:
-        if ran_for_s >= self.reset_after_s:
-            return self.initial_s
-        return min(self.max_s, max(self.first_crash_s, previous_s * 2))
+    first_s: float = 1.0
+    max_s: float = 30.0
+    reset_after_s: float = 30.0
+
+    def delay(self, quick_exits: int) -> float:
+        """Seconds to wait after the (quick_exits + 1)-th exit in a row."""
+        return 0.0 if quick_exits == 0 else min(self.max_s, self.first_s * 2 ** (quick_exits - 1))
 
 
 class Supervised:
@@ -74,14 +75,17 @@ class Supervised:
         return True
 
     def _run(self) -> None:
-        delay = 0.0
+        quick_exits = 0
         try:
             while self._spawn():
                 self._spawned.set()
                 rc = self._proc.wait()
                 if self._stopping.is_set():
                     return
-                delay = self.backoff.next(delay, time.monotonic() - self.started_at)
+                if time.monotonic() - self.started_at >= self.backoff.reset_after_s:
+                    quick_exits = 0
+                delay = self.backoff.delay(quick_exits)
+                quick_exits += 1
                 log.warning("%s: exited with %s; restart %d in %.1f s (log: %s)",
                             self.name, rc, self.restarts + 1, delay, self.log_path)
                 if self._stopping.wait(delay):

@@ -28,9 +28,13 @@ TEXT = "The quick brown fox jumps over the lazy dog while the stack loses a repl
 
 
 class Load:
-    def __init__(self, api_url: str, model: str = "snap", clients: int = 4):
+    """`clients` threads, together sending about `rps` requests a second: a steady arrival rate that
+    leaves the 2-core box room to restart a replica, as a cluster node with spare CPU would."""
+
+    def __init__(self, api_url: str, model: str = "snap", clients: int = 4, rps: float = 16):
         self.url = f"{api_url}/v1/models/{model}:predict"
         self.clients = clients
+        self.period_s = clients / rps
         self.ok = 0
         self.failures: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -60,7 +64,9 @@ class Load:
 
     def _client(self) -> None:
         with httpx.Client(timeout=60) as http:
-            while not self._stop.is_set():
+            next_at = time.monotonic()
+            while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+                next_at += self.period_s
                 why = self._one(http)
                 with self._lock:
                     if why is None:
@@ -156,4 +162,4 @@ def stack():
 @pytest.fixture
 def load(stack):
     """load() -> a Load on the stack's API; use it as a context manager."""
-    return lambda clients=4: Load(stack.api, clients=clients)
+    return lambda clients=4, rps=16: Load(stack.api, clients=clients, rps=rps)
