@@ -1,0 +1,204 @@
+"""The transformer's front door: optional API keys, a per-caller rate limit, a body limit.
+
+A pure ASGI middleware, so it works behind any ingress (or none). Keys come from a file, one per
+line (``--api_keys_file``; a mounted Kubernetes Secret works the same and is re-read when it
+changes); callers send ``Authorization: Bearer <key>``. Keys are compared in constant time and
+never logged: logs name a key by the first 8 hex digits of its SHA-256. The token-bucket rate limit
+is per key, or per client address when keys are off. Probes and scrapes (health, readiness, model
+status, ``/``, ``/metrics``) stay open and unlimited so the cluster can always see the pod.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import hmac
+import logging
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+from predictor import flags
+from predictor.bodylimit import DEFAULT_MAX_BODY_BYTES, BodyLimit, header, reject
+
+log = logging.getLogger("snapserve.guard")
+
+OPEN_PATHS = re.compile(r"^/$|^/metrics/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/versions/[^/]+)?/ready$")
+OPEN_GET = re.compile(r"^/v1/models/[^/:]+$")
+RELOAD_SECONDS = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardSettings:
+    api_keys_file: str = ""
+    rate_limit_rps: float = 0.0
+    rate_limit_burst: int = 0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def __post_init__(self):
+        if self.rate_limit_rps < 0 or self.rate_limit_burst < 0:
+            raise ValueError("--rate_limit_rps and --rate_limit_burst must be >= 0 (0 turns the limit off)")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"--max_body_bytes must be at least 1 (got {self.max_body_bytes})")
+        if self.api_keys_file:
+            KeyRing(self.api_keys_file)  # a missing or empty file fails at start, not at the first request
+
+    @property
+    def burst(self) -> int:
+        """Bucket size: the flag, or one second's worth of requests when it is 0."""
+        return self.rate_limit_burst or max(1, math.ceil(self.rate_limit_rps))
+
+
+def add_arguments(group) -> None:
+    """Our flags (each also an environment variable) on the transformer's argument group."""
+    flags.add(group, "api_keys_file", "", help="file with one API key per line; empty: no keys asked "
+              "(env API_KEYS_FILE; a mounted Secret works)")
+    flags.add(group, "rate_limit_rps", 0.0, float, help="requests per second per key (per client "
+              "address without keys); 0: no limit")
+    flags.add(group, "rate_limit_burst", 0, int, help="requests a caller may send at once above the rate "
+              "(0: one second's worth)")
+    flags.add(group, "max_body_bytes", DEFAULT_MAX_BODY_BYTES, int, help="largest request body (more: 413)")
+
+
+def settings_from(args) -> GuardSettings:
+    """GuardSettings from parsed arguments (or any object carrying the same names)."""
+    return GuardSettings(
+        api_keys_file=getattr(args, "api_keys_file", "") or "",
+        rate_limit_rps=float(getattr(args, "rate_limit_rps", 0) or 0),
+        rate_limit_burst=int(getattr(args, "rate_limit_burst", 0) or 0),
+        max_body_bytes=int(getattr(args, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
+    )
+
+
+def key_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+class KeyRing:
+    """The keys of one file, re-read when the file changes (checked at most every few seconds)."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self._stamp = None
+        self._checked = 0.0
+        self._digests: list[tuple[str, bytes]] = []
+        self._load(initial=True)
+
+    def _load(self, initial: bool = False) -> None:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            if stamp == self._stamp:
+                return
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            if initial:
+                raise ValueError(f"--api_keys_file {self.path}: cannot read it ({exc.__class__.__name__})") from None
+            log.warning("api keys file %s unreadable; keeping the %d keys loaded", self.path, len(self._digests))
+            return
+        keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not keys:
+            if initial:
+                raise ValueError(f"--api_keys_file {self.path} holds no keys (one per line); "
+                                 "leave the flag empty to run without keys")
+            log.warning("api keys file %s is empty now; keeping the %d keys loaded", self.path, len(self._digests))
+            return
+        self._digests = [(key_id(k), hashlib.sha256(k.encode()).digest()) for k in keys]
+        self._stamp = stamp
+        log.info("api keys: %d loaded from %s (ids %s)", len(keys), self.path,
+                 ", ".join(kid for kid, _ in self._digests))
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked >= RELOAD_SECONDS:
+            self._checked = now
+            self._load()
+
+    def match(self, presented: str) -> str | None:
+        """The id of the key ``presented`` is, or None; every key is compared, in constant time."""
+        self.refresh()
+        digest = hashlib.sha256(presented.encode()).digest()
+        found = None
+        for kid, known in self._digests:
+            if hmac.compare_digest(known, digest):
+                found = kid
+        return found
+
+
+class TokenBuckets:
+    """One token bucket per caller; idle callers are forgotten beyond ``max_callers``."""
+
+    def __init__(self, rate: float, burst: int, max_callers: int = 10_000):
+        self.rate, self.burst, self.max_callers = rate, burst, max_callers
+        self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
+
+    def take(self, caller: str, now: float | None = None) -> float | None:
+        """Spend one token: None when allowed, else seconds until a token is there."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(caller, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._buckets[caller] = (tokens, now)
+        while len(self._buckets) > self.max_callers:
+            self._buckets.popitem(last=False)
+        return None if allowed else (1.0 - tokens) / self.rate
+
+
+def is_open(method: str, path: str) -> bool:
+    return bool(OPEN_PATHS.match(path)) or (method in ("GET", "HEAD") and bool(OPEN_GET.match(path)))
+
+
+class Guard:
+    """``app.add_middleware(Guard, keys=KeyRing|None, buckets=TokenBuckets|None)``."""
+
+    def __init__(self, app, keys: KeyRing | None = None, buckets: TokenBuckets | None = None):
+        self.app, self.keys, self.buckets = app, keys, buckets
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or is_open(scope["method"], scope["path"]):
+            return await self.app(scope, receive, send)
+        caller = (scope.get("client") or ("unknown",))[0]
+        if self.keys is not None:
+            kid = self.keys.match(bearer(scope))
+            if kid is None:
+                return await reject(send, "unauthorized", "missing or invalid API key: send "
+                                    "'Authorization: Bearer <key>'", [(b"www-authenticate", b"Bearer")])
+            caller = f"key:{kid}"
+            scope.setdefault("state", {})["api_key_id"] = kid
+        if self.buckets is not None:
+            wait = self.buckets.take(caller)
+            if wait is not None:
+                retry = str(max(1, math.ceil(wait))).encode()
+                return await reject(send, "rate_limited", f"rate limit of {self.buckets.rate:g} requests/s "
+                                    f"(burst {self.buckets.burst}) reached; retry later", [(b"retry-after", retry)])
+        return await self.app(scope, receive, send)
+
+
+def bearer(scope) -> str:
+    value = (header(scope, b"authorization") or b"").decode("latin-1").strip()
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def install(app, args) -> GuardSettings:
+    """Add the body limit and, when configured, keys and rate limit to kserve's FastAPI app.
+
+    ``args``: GuardSettings, parsed arguments, or settings carrying the flag names. Call it
+    before the server starts, and before adding middleware that should see the refusals.
+    """
+    settings = args if isinstance(args, GuardSettings) else settings_from(args)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # inner: callers are checked first
+    keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
+    buckets = TokenBuckets(settings.rate_limit_rps, settings.burst) if settings.rate_limit_rps > 0 else None
+    if keys is not None or buckets is not None:
+        app.add_middleware(Guard, keys=keys, buckets=buckets)
+    log.info("guard: api keys %s; rate limit %s; max body %d bytes",
+             "on" if keys else "off",
+             f"{settings.rate_limit_rps:g}/s burst {settings.burst} per {'key' if keys else 'client address'}"
+             if buckets else "off", settings.max_body_bytes)
+    return settings
