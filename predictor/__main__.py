@@ -23,15 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     import kserve
     from kserve import model_server
 
-    from predictor import errors, serve
+    from predictor import errors, flags, lifecycle
     from predictor.engine import SnapshotInvalid
-    from predictor.httpmetrics import RequestMetrics
     from predictor.model import SnapshotModel
     from predictor.snapshot import SnapshotError
 
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port, workers=1,
                                 grace_period=settings.grace_period)
-    log.info("settings: %s", serve.describe(settings))
+    log.info("settings: %s", flags.describe(settings))
     model = SnapshotModel(settings)
     try:
         model.load()
@@ -40,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predictor: cannot serve: {exc}", file=sys.stderr)
         return 1
     errors.install(model_server.app)
-    model_server.app.add_middleware(RequestMetrics, component="predictor")
-    serve.run(server, model)
+    model_server.app.add_middleware(lifecycle.RequestGate, component="predictor")
+    lifecycle.run(server, model, settings.grace_period)
     return 0
 
 

@@ -7,6 +7,7 @@ flag wins over the variable, the variable over the default.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 
@@ -37,6 +38,7 @@ def kserve_parser() -> argparse.ArgumentParser:
     return model_server.parser
 
 
-def redact(settings: dict, secret_keys=("api_key", "token", "password", "secret")) -> dict:
-    """A copy safe to log: values of secret-looking keys are hidden."""
-    return {k: ("***" if any(s in k for s in secret_keys) and v else v) for k, v in settings.items()}
+def describe(settings, secret_keys=("api_key", "token", "password", "secret")) -> dict:
+    """The effective settings as a dict safe to log once at start (secret-looking values hidden)."""
+    values = {k: str(v) for k, v in dataclasses.asdict(settings).items()}
+    return {k: ("***" if any(s in k for s in secret_keys) and v else v) for k, v in values.items()}

@@ -20,8 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     from kserve import model_server
     from kserve.predictor_config import PredictorConfig
 
-    from predictor import errors, serve
-    from predictor.httpmetrics import RequestMetrics
+    from predictor import errors, flags, lifecycle
     from transformer import openai_api
     from transformer.model import EmbeddingTransformer
 
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port,
                                 workers=settings.workers, grace_period=settings.grace_period,
                                 predictor_config=predictor)
-    log.info("settings: %s", serve.describe(settings))
+    log.info("settings: %s", flags.describe(settings))
     try:
         model = EmbeddingTransformer(settings)
     except (FileNotFoundError, ValueError) as exc:
@@ -41,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     errors.install(model_server.app)
     model_server.app.include_router(openai_api.router(model))
-    model_server.app.add_middleware(RequestMetrics, component="transformer")
-    serve.run(server, model)
+    model_server.app.add_middleware(lifecycle.RequestGate, component="transformer")
+    lifecycle.run(server, model, settings.grace_period)
     return 0
 
 
