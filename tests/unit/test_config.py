@@ -1,0 +1,49 @@
+"""Flags: kserve's parser extended, every flag of ours also an env var, bad values refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from predictor import config as pconfig
+from transformer import config as tconfig
+
+
+def test_defaults_fit_one_gpu_and_kserve_flags_are_kept():
+    s = pconfig.load(["--model_name", "snap", "--http_port", "9000", "--grpc_port", "9001"])
+    assert (s.model_name, s.http_port, s.grpc_port) == ("snap", 9000, 9001)
+    assert str(s.model_dir) == "/mnt/models"
+    assert (s.max_batch_size, s.max_batch_tokens, s.instances) == (512, 32768, 1)
+    assert s.device == "auto" and s.dtype == "auto"
+
+
+def test_env_vars_set_defaults_and_flags_win(monkeypatch):
+    monkeypatch.setenv("MAX_BATCH_SIZE", "64")
+    monkeypatch.setenv("MAX_DELAY_MS", "0.5")
+    monkeypatch.setenv("MODEL_DIR", "/models/x")
+    monkeypatch.setenv("WARMUP", "false")
+    s = pconfig.load(["--max_batch_size", "32"])
+    assert s.max_batch_size == 32
+    assert s.max_delay_ms == 0.5
+    assert str(s.model_dir) == "/models/x"
+    assert s.warmup is False
+
+
+@pytest.mark.parametrize("argv", [["--max_batch_size", "0"], ["--instances", "0"], ["--max_delay_ms", "-1"],
+                                  ["--workers", "2"]])
+def test_impossible_predictor_settings_are_refused(argv):
+    with pytest.raises(ValueError):
+        pconfig.load(argv)
+
+
+def test_bad_choice_is_an_argparse_error():
+    with pytest.raises(SystemExit):
+        pconfig.load(["--dtype", "float8"])
+
+
+def test_transformer_needs_a_predictor_and_speaks_v2():
+    with pytest.raises(ValueError, match="predictor_host"):
+        tconfig.load([])
+    s = tconfig.load(["--predictor_host", "p:80"])
+    assert s.predictor_protocol == "v2"
+    s = tconfig.load(["--predictor_host", "p:80", "--predictor_protocol", "grpc-v2"])
+    assert s.predictor_protocol == "grpc-v2"
