@@ -6,7 +6,8 @@ cd "$(dirname "$0")/../.."
 BASE_IMAGE=${SNAPSERVE_BASE_IMAGE:-localhost/snapserve-base:bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
-pkgs=(podman debootstrap uidmap fuse-overlayfs)
+# debian-archive-keyring: debootstrap verifies bookworm with it (Ubuntu hosts lack it by default).
+pkgs=(podman debootstrap debian-archive-keyring uidmap fuse-overlayfs)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
