@@ -77,6 +77,8 @@ IMPOSSIBLE = {
     "cuda-without-gpu": (("predictor.device=cuda",), ["predictor.gpu.enabled"]),
     "retry-on-standard-channel": (("httpRoute.enabled=true", "httpRoute.retry.attempts=2"),
                                   ["httpRoute.experimentalChannel"]),
+    "drain-longer-than-grace": (("predictor.drainSeconds=55",),
+                                ["predictor.terminationGracePeriodSeconds", "predictor.drainSeconds"]),
     "tls-without-secret": (("ingress.enabled=true", "ingress.tls.enabled=true"), ["ingress.tls.secretName"]),
 }
 

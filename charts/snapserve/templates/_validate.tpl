@@ -32,6 +32,10 @@ Included once from inferenceservice.yaml. */}}
 {{- if and $standard (eq $v.kserve.autoscalerClass "keda") (not $a.keda.query) }}
 {{- fail (printf "kserve.autoscalerClass=keda needs %s.autoscaling.keda.query" $name) }}
 {{- end }}
+{{- $c := index $v $name }}
+{{- if le (int $c.terminationGracePeriodSeconds) (add $c.preStopSleepSeconds $c.drainSeconds | int) }}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%v) must exceed %s.preStopSleepSeconds + %s.drainSeconds (%v), or the pod is killed mid-drain" $name $c.terminationGracePeriodSeconds $name $name (add $c.preStopSleepSeconds $c.drainSeconds)) }}
+{{- end }}
 {{- if and (eq $a.scaleMetric "cpu") (gt (int $a.scaleTarget) 100) }}
 {{- fail (printf "%s.autoscaling.scaleTarget=%v: a cpu target is a percentage (1-100)" $name $a.scaleTarget) }}
 {{- end }}
