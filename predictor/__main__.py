@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     import kserve
     from kserve import model_server
 
-    from predictor import errors, flags, lifecycle
+    from predictor import errors, flags, guard_limits, lifecycle
     from predictor.engine import SnapshotInvalid
     from predictor.model import SnapshotModel
     from predictor.snapshot import SnapshotError
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predictor: cannot serve: {exc}", file=sys.stderr)
         return 1
     errors.install(model_server.app)
+    guard_limits.install(model_server.app, settings)
     model_server.app.add_middleware(lifecycle.RequestGate, component="predictor")
     lifecycle.run(server, model, settings.grace_period)
     return 0

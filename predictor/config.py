@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from predictor import flags
+from predictor import flags, guard_limits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Settings:
     grpc_port: int
     workers: int
     grace_period: int
+    max_body_bytes: int
 
     def __post_init__(self):
         for name in ("max_batch_size", "max_batch_tokens", "instances", "max_queue_sequences"):
@@ -60,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "warmup", True, bool, help="run warm-up forward passes before turning ready")
     flags.add(g, "verify_snapshot", True, bool, help="check snapserve-manifest.json when present")
     flags.add(g, "grace_period", 30, int, help="seconds to finish in-flight work after SIGTERM")
+    guard_limits.add_arguments(g)
     return p
 
 
@@ -71,5 +73,5 @@ def load(argv: list[str] | None = None) -> Settings:
         max_delay_ms=args.max_delay_ms, instances=args.instances,
         max_queue_sequences=args.max_queue_sequences, max_length=args.max_length, warmup=args.warmup,
         verify_snapshot=args.verify_snapshot, http_port=args.http_port, grpc_port=args.grpc_port,
-        workers=args.workers, grace_period=args.grace_period,
+        workers=args.workers, grace_period=args.grace_period, max_body_bytes=args.max_body_bytes,
     )

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from kserve.predictor_config import PredictorConfig
 
     from predictor import errors, flags, lifecycle
-    from transformer import openai_api
+    from transformer import guard, openai_api
     from transformer.model import EmbeddingTransformer
 
     predictor = PredictorConfig(
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     errors.install(model_server.app)
     model_server.app.include_router(openai_api.router(model))
+    guard.install(model_server.app, settings.guard)
     model_server.app.add_middleware(lifecycle.RequestGate, component="transformer")
     lifecycle.run(server, model, settings.grace_period)
     return 0

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from predictor import flags
+from transformer import guard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Settings:
     grpc_port: int
     workers: int
     grace_period: int
+    guard: guard.GuardSettings
 
     def __post_init__(self):
         if not self.predictor_host:
@@ -46,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "max_texts", 2048, int, help="most texts in one request (more: 413)")
     flags.add(g, "max_text_chars", 100_000, int, help="longest text in characters (longer: 413)")
     flags.add(g, "grace_period", 30, int, help="seconds to finish in-flight work after SIGTERM")
+    guard.add_arguments(g)
     return p
 
 
@@ -59,5 +62,5 @@ def load(argv: list[str] | None = None) -> Settings:
         predictor_protocol=protocol, predictor_timeout=args.predictor_request_timeout_seconds,
         predictor_health_check=args.enable_predictor_health_check, max_length=args.max_length, max_texts=args.max_texts,
         max_text_chars=args.max_text_chars, http_port=args.http_port, grpc_port=args.grpc_port,
-        workers=args.workers, grace_period=args.grace_period,
+        workers=args.workers, grace_period=args.grace_period, guard=guard.settings_from(args),
     )
