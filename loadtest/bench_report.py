@@ -1,0 +1,144 @@
+"""The benchmark's tables, ratios, targets and PNG chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loadtest.bench_targets import LABELS
+
+PATTERN_NAMES = {1: "single sentence", 64: "batch of 64"}
+
+
+def _find(rows: list[dict], target: str, sentences: int, concurrency: int) -> dict | None:
+    for r in rows:
+        if (r["target"], r["sentences_per_request"], r["concurrency"]) == (target, sentences, concurrency):
+            return r
+    return None
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Each row's throughput and p99 relative to A's and B's at the same pattern and concurrency."""
+    for r in rows:
+        for base in ("a", "b"):
+            ref = _find(rows, base, r["sentences_per_request"], r["concurrency"])
+            ok = ref and ref["req_per_s"] > 0
+            r[f"x_{base}"] = round(r["req_per_s"] / ref["req_per_s"], 2) if ok else None
+            r[f"p99_vs_{base}"] = (round(r["p99_ms"] / ref["p99_ms"], 3)
+                                   if ok and r["p99_ms"] and ref["p99_ms"] else None)
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _x(v) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'target':<38} {'pattern':<15} {'conc':>4} {'req/s':>9} {'sent/s':>9} {'p50 ms':>8} {'p95 ms':>8} "
+            f"{'p99 ms':>8} {'errs':>5} {'vs A':>7} {'vs B':>7}  gen cores/sat  box busy")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        g = r["generator"]
+        lines.append(
+            f"{LABELS.get(r['target'], r['target']):<38} {PATTERN_NAMES.get(r['sentences_per_request'], ''):<15} "
+            f"{r['concurrency']:>4} {r['req_per_s']:>9.1f} {r['sentences_per_s']:>9.1f} {_ms(r['p50_ms']):>8} "
+            f"{_ms(r['p95_ms']):>8} {_ms(r['p99_ms']):>8} {r['errors']:>5} {_x(r.get('x_a')):>7} "
+            f"{_x(r.get('x_b')):>7}  {g['cpu_cores_used']:>5.2f}{' SAT' if g['saturated'] else '    '}"
+            f"     {r['machine_cpu_cores_busy']:.2f}/{r['machine_cores']}")
+    return "\n".join(lines)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a (not measured)" if ok is None else ("MET" if ok else "MISSED")
+
+
+def targets(rows: list[dict], device: str, limit: dict | None) -> list[str]:
+    """The issue's targets beside what this run measured."""
+    out = []
+
+    def at(target, sentences, conc):
+        return _find(rows, target, sentences, conc)
+
+    snap = lambda s, c: at("stack", s, c) or at("snapserve", s, c)
+    if device == "cpu":
+        s, b = at("snapserve", 1, 32), at("b", 1, 32)
+        ok = None if not (s and b and b["req_per_s"]) else s["req_per_s"] >= 3 * b["req_per_s"]
+        out.append("CPU: snapserve >= 3x B req/s at 32 clients: "
+                   + (f"{s['req_per_s']:.1f} vs {b['req_per_s']:.1f} = {s['req_per_s'] / b['req_per_s']:.2f}x "
+                      if ok is not None else "") + _verdict(ok))
+        ok = None if not (s and b and s["p99_ms"] and b["p99_ms"]) else s["p99_ms"] < b["p99_ms"]
+        out.append("CPU: snapserve p99 < B p99 at 32 clients: "
+                   + (f"{s['p99_ms']:.1f} ms vs {b['p99_ms']:.1f} ms " if ok is not None else "") + _verdict(ok))
+    else:
+        s, b = snap(1, 256), at("b", 1, 256)
+        ok = None if not s else s["req_per_s"] >= 10_000 and (s["p99_ms"] or 1e9) <= 100 and s["errors"] == 0
+        out.append("GPU: >= 10,000 req/s, p99 <= 100 ms, 0 errors at 256 clients (single): "
+                   + (f"{s['req_per_s']:.0f} req/s, p99 {_ms(s['p99_ms'])} ms, {s['errors']} errors " if s else "")
+                   + _verdict(ok))
+        ok = None if not (s and b and b["req_per_s"]) else s["req_per_s"] >= 50 * b["req_per_s"]
+        out.append("GPU: >= 50x B at 256 clients: "
+                   + (f"{s['req_per_s'] / b['req_per_s']:.1f}x " if ok is not None else "") + _verdict(ok))
+        best = max((r for r in rows if r["target"] in ("stack", "snapserve") and r["sentences_per_request"] == 64),
+                   key=lambda r: r["sentences_per_s"], default=None)
+        ok = None if not best else best["sentences_per_s"] >= 100_000
+        out.append("GPU: >= 100,000 sentences/s with 64-sentence requests: "
+                   + (f"{best['sentences_per_s']:.0f} " if best else "") + _verdict(ok))
+        one = snap(1, 1)
+        ok = None if not (one and one["p50_ms"]) else one["p50_ms"] <= 6
+        out.append("GPU: p50 <= 6 ms at 1 client: " + (f"{one['p50_ms']:.1f} ms " if ok is not None else "")
+                   + _verdict(ok))
+    if limit:
+        out.append(f"limit: forward pass in-process {limit['best_sentences_per_s']:.0f} sentences/s "
+                   f"(batch {limit['best_batch_size']}, {limit['device']})")
+    return out
+
+
+def saturation_notes(rows: list[dict]) -> list[str]:
+    notes = []
+    for r in rows:
+        g = r["generator"]
+        where = f"{r['target']} c={r['concurrency']} x{r['sentences_per_request']}"
+        if g["saturated"]:
+            notes.append(f"{where}: a load-generator process used {g['busiest_process_core_fraction']:.0%} of a core"
+                         " - the generator may be the limit here")
+        if r["machine_cpu_cores_busy"] >= 0.9 * r["machine_cores"]:
+            notes.append(f"{where}: the machine's cores were {r['machine_cpu_cores_busy']:.2f}/{r['machine_cores']}"
+                         " busy - server, generator and anything else share them")
+    return notes
+
+
+def plot(rows: list[dict], out: Path, limit: dict | None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    patterns = sorted({r["sentences_per_request"] for r in rows})
+    fig, axes = plt.subplots(len(patterns), 2, figsize=(12, 4 * len(patterns)), squeeze=False)
+    for i, sent in enumerate(patterns):
+        for target in dict.fromkeys(r["target"] for r in rows):
+            pts = sorted((r for r in rows if r["target"] == target and r["sentences_per_request"] == sent),
+                         key=lambda r: r["concurrency"])
+            if not pts:
+                continue
+            xs = [p["concurrency"] for p in pts]
+            label = LABELS.get(target, target)
+            axes[i][0].plot(xs, [p["sentences_per_s"] for p in pts], marker="o", label=label)
+            axes[i][1].plot(xs, [p["p99_ms"] or float("nan") for p in pts], marker="o", label=label)
+        if limit:
+            axes[i][0].axhline(limit["best_sentences_per_s"], color="grey", ls="--", label="limit (forward pass)")
+        axes[i][0].set_title(f"{PATTERN_NAMES.get(sent, sent)}: sentences/s")
+        axes[i][1].set_title(f"{PATTERN_NAMES.get(sent, sent)}: p99 latency (ms)")
+        for ax in axes[i]:
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent clients")
+            ax.grid(alpha=0.3)
+        axes[i][1].set_yscale("log")
+        axes[i][0].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
