@@ -9,11 +9,11 @@ setup:
 	bash ci/setup.sh
 
 ## run: predictor + transformer on loopback with the default model; prints a working curl line
-run: setup
+run:
 	MODEL_DIR=$(MODEL_DIR) bash ci/run-local.sh
 
 ## test: every test (unit, integration, chart, images, stack, load); non-zero on any failure
-test: setup
+test:
 	bash ci/test.sh
 
 lint: setup

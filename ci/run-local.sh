@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The main job, locally: predictor + transformer on loopback with the default model; prints a
+# working curl line and serves until Ctrl-C (which stops both, draining first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -n "${SNAPSERVE_SKIP_SETUP:-}" ] || bash ci/setup.sh
+MODEL_DIR=${MODEL_DIR:-models/all-MiniLM-L6-v2}
+MODEL_NAME=${MODEL_NAME:-all-minilm-l6-v2}
+PORT=${PORT:-8080}                      # transformer (clients call this)
+PREDICTOR_PORT=${PREDICTOR_PORT:-8090}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+PY=.venv/bin/python
+pids=()
+stop() { trap - INT TERM EXIT; for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait; }
+trap stop INT TERM EXIT
+
+wait_ready() {  # url pid
+  for _ in $(seq 1 600); do
+    curl -sf "$1" >/dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || { echo "run-local: server exited; see its log above" >&2; exit 1; }
+    sleep 0.5
+  done
+  echo "run-local: $1 not ready" >&2; exit 1
+}
+
+$PY -m predictor --model_name "$MODEL_NAME" --model_dir "$MODEL_DIR" \
+  --http_port "$PREDICTOR_PORT" --grpc_port "$((PREDICTOR_PORT + 1))" "$@" &
+pids+=($!)
+wait_ready "http://127.0.0.1:$PREDICTOR_PORT/v2/models/$MODEL_NAME/ready" "${pids[0]}"
+$PY -m transformer --model_name "$MODEL_NAME" --model_dir "$MODEL_DIR" \
+  --predictor_host "127.0.0.1:$PREDICTOR_PORT" --http_port "$PORT" --grpc_port "$((PORT + 1))" &
+pids+=($!)
+wait_ready "http://127.0.0.1:$PORT/v2/models/$MODEL_NAME/ready" "${pids[1]}"
+
+cat <<MSG
+
+snapserve is up: transformer http://127.0.0.1:$PORT -> predictor http://127.0.0.1:$PREDICTOR_PORT
+  curl -s -H 'content-type: application/json' http://127.0.0.1:$PORT/v1/models/$MODEL_NAME:predict -d '{"instances": ["A man is playing a guitar."]}'
+  curl -s -H 'content-type: application/json' http://127.0.0.1:$PORT/openai/v1/embeddings -d '{"model": "$MODEL_NAME", "input": "hello"}'
+Ctrl-C stops both.
+MSG
+wait -n "${pids[@]}"

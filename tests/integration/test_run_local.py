@@ -1,0 +1,37 @@
+"""The README's run command: both servers start, the printed curl lines work, Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from tests import procs
+
+
+def test_run_local_prints_working_curl_lines_and_stops_cleanly():
+    port, pport = procs.free_port(), procs.free_port()
+    env = {**os.environ, "PORT": str(port), "PREDICTOR_PORT": str(pport), "SNAPSERVE_SKIP_SETUP": "1"}
+    proc = subprocess.Popen(["bash", "ci/run-local.sh", "--max_delay_ms", "1"], cwd=procs.ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    curls = []
+    try:
+        deadline = time.monotonic() + 240
+        for line in proc.stdout:
+            if line.strip().startswith("curl "):
+                curls.append(line.strip())
+            if line.startswith("Ctrl-C") or time.monotonic() > deadline:
+                break
+        assert len(curls) == 2, curls
+        for cmd in curls:
+            out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60).stdout
+            body = json.loads(out)
+            vectors = body["predictions"] if "predictions" in body else [d["embedding"] for d in body["data"]]
+            assert len(vectors) == 1 and len(vectors[0]) == 384
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(60)
+    left = subprocess.run(["pgrep", "-f", f"--http_port {pport}"], capture_output=True, text=True).stdout
+    assert left == "", f"processes left behind: {left}"
