@@ -38,4 +38,7 @@ def env(s: StackSettings) -> dict[str, str]:
     # Share the cores between predictor replicas as CPU limits would, instead of every replica
     # starting one torch thread per core and all of them fighting.
     e.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // s.predictors)))
+    # The predictor's warm-up passes (up to 32 x 128 tokens) cost seconds of CPU on every (re)start here,
+    # which is most of a replica's recovery time on a small CPU box; WARMUP=true brings them back.
+    e.setdefault("WARMUP", "false")
     return e

@@ -70,7 +70,8 @@ class Stack:
 
     def _supervise(self, name: str, argv: list[str], **kw) -> None:
         p = Supervised(name, argv, self.workdir / "logs" / f"{name}.log", on_start=self._write_state, **kw)
-        self.procs[name] = p
+        with self._state_lock:  # another replica's restart may be writing state.json from its thread
+            self.procs[name] = p
         p.start()
 
     def start(self) -> None:

@@ -91,6 +91,8 @@ class Supervised:
                 if self._stopping.wait(delay):
                     return
                 self.restarts += 1
+        except Exception:  # e.g. the binary is missing: say so instead of a silent dead thread
+            log.exception("%s: cannot supervise", self.name)
         finally:
             self._spawned.set()
 
