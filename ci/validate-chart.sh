@@ -3,7 +3,7 @@
 # helm lint --strict and helm template with Helm 3 and 4, kubernetes-validate --strict (1.30, 1.37),
 # strict CRD schemas, checkov, promtool, schema typos, render-time failures, manifests freshness.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 for step in ci/setup.d/40-helm.sh ci/setup.d/45-checkov.sh; do bash "$step" >/dev/null || exit 1; done
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT

@@ -40,7 +40,7 @@ def helm(name: str) -> Path:
 
 
 def run_helm(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(helm(name)), *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([str(helm(name)), *args], check=False, capture_output=True, text=True, timeout=120)
     if check:
         assert proc.returncode == 0, f"{name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -55,7 +55,7 @@ def template_args(values_file: Path | None = None, sets: tuple[str, ...] = ()) -
     return args
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def render_text(helm_name: str, values_file: Path | None = None, sets: tuple[str, ...] = ()) -> str:
     return run_helm(helm_name, *template_args(values_file, sets)).stdout
 
@@ -141,7 +141,7 @@ _META = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def crd_validator(group: str, kind: str, version: str):
     import jsonschema
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from tests.chart.chart_tools import (
-    CHART, CI_VALUES, HELMS, NAMESPACE, RELEASE, find, render, render_error, run_helm, values_id,
+    CHART,
+    CI_VALUES,
+    HELMS,
+    NAMESPACE,
+    RELEASE,
+    find,
+    render,
+    render_error,
+    run_helm,
+    values_id,
 )
 
 HELM_NAMES = sorted(HELMS)
@@ -126,12 +135,17 @@ def test_kserve_contract(values):
         assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
         assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
         assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-        assert c["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+        # Knative rejects lifecycle hooks and owns the termination grace period.
+        assert ("lifecycle" in c) == (mode == "Standard")
     for comp in ("predictor", "transformer"):
         spec = isvc["spec"][comp]
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["automountServiceAccountToken"] is False
-        assert spec["terminationGracePeriodSeconds"] > spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+        if mode == "Standard":
+            pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+            assert spec["terminationGracePeriodSeconds"] > pre_stop > 0
+        else:
+            assert "terminationGracePeriodSeconds" not in spec
 
 
 def test_gpu_scheduling():

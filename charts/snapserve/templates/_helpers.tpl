@@ -98,10 +98,13 @@ livenessProbe:
   periodSeconds: {{ $c.probes.liveness.periodSeconds }}
   failureThreshold: {{ $c.probes.liveness.failureThreshold }}
   timeoutSeconds: {{ $c.probes.liveness.timeoutSeconds }}
+{{- if include "snapserve.isStandard" $root }}
+{{- /* Knative rejects lifecycle hooks; its queue-proxy drains the pod instead. */}}
 lifecycle:
   preStop:
     sleep:
       seconds: {{ $c.preStopSleepSeconds }}
+{{- end }}
 securityContext:
   {{- toYaml $root.Values.securityContext | nindent 2 }}
 volumeMounts:
@@ -118,7 +121,10 @@ serviceAccountName: {{ include "snapserve.serviceAccountName" $root }}
 automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
 securityContext:
   {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+{{- if include "snapserve.isStandard" $root }}
+{{- /* Knative derives it from the revision timeout. */}}
 terminationGracePeriodSeconds: {{ $c.terminationGracePeriodSeconds }}
+{{- end }}
 {{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}

@@ -33,7 +33,7 @@ Included once from inferenceservice.yaml. */}}
 {{- fail (printf "kserve.autoscalerClass=keda needs %s.autoscaling.keda.query" $name) }}
 {{- end }}
 {{- $c := index $v $name }}
-{{- if le (int $c.terminationGracePeriodSeconds) (add $c.preStopSleepSeconds $c.drainSeconds | int) }}
+{{- if and $standard (le (int $c.terminationGracePeriodSeconds) (add $c.preStopSleepSeconds $c.drainSeconds | int)) }}
 {{- fail (printf "%s.terminationGracePeriodSeconds (%v) must exceed %s.preStopSleepSeconds + %s.drainSeconds (%v), or the pod is killed mid-drain" $name $c.terminationGracePeriodSeconds $name $name (add $c.preStopSleepSeconds $c.drainSeconds)) }}
 {{- end }}
 {{- if and (eq $a.scaleMetric "cpu") (gt (int $a.scaleTarget) 100) }}
