@@ -43,6 +43,19 @@ class ServingError(Exception):
         return STATUS[self.error_type]
 
 
+def json_object(raw: bytes | bytearray | str) -> dict:
+    """Parse a request body that must be a JSON object (any content-type), or a clear 400."""
+    import orjson
+
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ServingError("validation", f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ServingError("validation", "body must be a JSON object")
+    return value
+
+
 def body(error_type: str, reason: str) -> dict:
     return {"error": reason, "error_type": error_type}
 

@@ -17,7 +17,7 @@ from kserve import InferOutput, InferRequest, InferResponse
 from predictor import encoding, metrics, tasks
 from predictor.batching import Batcher, BatchLimits, Draining, QueueFull
 from predictor.config import Settings
-from predictor.errors import ServingError
+from predictor.errors import ServingError, json_object
 
 log = logging.getLogger("snapserve.predictor")
 
@@ -109,6 +109,8 @@ class SnapshotModel(kserve.Model):
         return sequences
 
     def _sequences(self, payload) -> list[np.ndarray]:
+        if isinstance(payload, (bytes, bytearray)):  # a JSON body sent without a JSON content-type
+            payload = json_object(payload)
         if isinstance(payload, InferRequest):
             return self._sequences_v2(payload)
         if isinstance(payload, dict) and "instances" in payload:

@@ -15,7 +15,7 @@ import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse
 
 from predictor import encoding, metrics
-from predictor.errors import ServingError
+from predictor.errors import ServingError, json_object
 from transformer.config import Settings
 
 log = logging.getLogger("snapserve.transformer")
@@ -70,6 +70,8 @@ class EmbeddingTransformer(kserve.Model):
                                    f"{self.encoder.max_length} (send truncate: true to cut it)")
 
     def texts_of(self, payload) -> tuple[list[str], str, bool]:
+        if isinstance(payload, (bytes, bytearray)):  # a JSON body sent without a JSON content-type
+            payload = json_object(payload)
         if isinstance(payload, InferRequest):
             inputs = {i.name: i for i in payload.inputs}
             if "text" not in inputs:

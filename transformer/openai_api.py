@@ -16,22 +16,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from predictor.errors import ServingError
+from predictor.errors import ServingError, json_object
 
 
 def prefix() -> str:
     value = os.environ.get("KSERVE_OPENAI_ROUTE_PREFIX", "/openai")
     return value if not value or value.startswith("/") else f"/{value}"
-
-
-def parse(raw: bytes) -> dict:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ServingError("validation", f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ServingError("validation", "body must be a JSON object")
-    return body
 
 
 def vectors(matrix: np.ndarray, encoding_format: str) -> list:
@@ -46,7 +36,7 @@ def router(model) -> APIRouter:
     created = int(time.time())
 
     async def embeddings(request: Request) -> Response:
-        body = parse(await request.body())
+        body = json_object(await request.body())
         name = body.get("model", model.name)
         if name != model.name:
             raise ServingError("not_found", f"model {name!r} is not served here; use {model.name!r}")

@@ -48,3 +48,12 @@ def test_predictor_alone_refuses_bad_input(servers, body):
 def test_unknown_model_is_404(servers):
     r = httpx.post(f"{servers.transformer_url}/v1/models/nope:predict", json={"instances": ["x"]})
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize("target", ["transformer", "predictor"])
+def test_json_without_a_json_content_type_still_works(servers, target):
+    url = getattr(servers, f"{target}_url")
+    r = httpx.post(f"{url}/v1/models/{servers.model_name}:predict", content=b'{"instances": ["hi"]}',
+                   headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"][0]) == 384
