@@ -46,23 +46,33 @@ def _env(name: str, default: object) -> str:
 def parse(argv: list[str] | None = None) -> StackSettings:
     """Every flag is also an environment variable: the flag's name in upper case."""
     d = StackSettings.__dataclass_fields__
-    p = argparse.ArgumentParser(prog="python -m loadtest.stack", description=__doc__)
-    p.add_argument("--model_dir", default=_env("model_dir", "models/all-MiniLM-L6-v2"))
-    p.add_argument("--model_name", default=_env("model_name", d["model_name"].default))
-    p.add_argument("--port", type=int, default=int(_env("port", d["port"].default)), help="API port (nginx)")
-    p.add_argument("--prometheus_port", type=int, default=int(_env("prometheus_port", d["prometheus_port"].default)))
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest.stack", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="The cluster's topology on loopback: nginx -> transformer replicas -> nginx -> predictor "
+                    "replicas, scraped by Prometheus with the chart's rules; replicas restarted when they die. "
+                    "Every flag is also an environment variable (the flag in upper case).")
+    p.add_argument("--model_dir", default=_env("model_dir", "models/all-MiniLM-L6-v2"), help="model snapshot folder")
+    p.add_argument("--model_name", default=_env("model_name", d["model_name"].default), help="name in the URLs")
+    p.add_argument("--port", type=int, default=int(_env("port", d["port"].default)), help="API port (nginx; 0 = a free port)")
+    p.add_argument("--prometheus_port", type=int, default=int(_env("prometheus_port", d["prometheus_port"].default)),
+                   help="Prometheus UI and API port (0 = a free port)")
     p.add_argument("--predictor_lb_port", type=int, default=int(_env("predictor_lb_port", 0)),
                    help="internal nginx port in front of the predictors (0 = a free port)")
-    p.add_argument("--transformers", type=int, default=int(_env("transformers", 2)))
-    p.add_argument("--predictors", type=int, default=int(_env("predictors", 2)))
-    p.add_argument("--instances", type=int, default=int(_env("instances", 1)))
+    p.add_argument("--transformers", type=int, default=int(_env("transformers", 2)), help="transformer replicas")
+    p.add_argument("--predictors", type=int, default=int(_env("predictors", 2)), help="predictor replicas")
+    p.add_argument("--instances", type=int, default=int(_env("instances", 1)),
+                   help="model instances per predictor replica (its --instances)")
     p.add_argument("--workdir", default=_env("workdir", ""),
-                   help="folder for rendered configs, logs, TSDB and state.json (default: a temp folder, removed on exit)")
-    p.add_argument("--rules_file", default=_env("rules_file", DEFAULT_RULES))
-    p.add_argument("--scrape_interval_s", type=int, default=int(_env("scrape_interval_s", 5)))
+                   help="folder for rendered configs, logs, TSDB and state.json (empty: a temp folder, removed on exit)")
+    p.add_argument("--rules_file", default=_env("rules_file", DEFAULT_RULES),
+                   help="Prometheus rules file; the chart's is the one source")
+    p.add_argument("--scrape_interval_s", type=int, default=int(_env("scrape_interval_s", 5)),
+                   help="scrape and rule evaluation interval")
     p.add_argument("--max_body", default=_env("max_body", d["max_body"].default), help="nginx client_max_body_size")
-    p.add_argument("--read_timeout_s", type=int, default=int(_env("read_timeout_s", 60)))
-    p.add_argument("--ready_timeout_s", type=int, default=int(_env("ready_timeout_s", 300)))
+    p.add_argument("--read_timeout_s", type=int, default=int(_env("read_timeout_s", 60)),
+                   help="nginx proxy read/send timeout and retry budget")
+    p.add_argument("--ready_timeout_s", type=int, default=int(_env("ready_timeout_s", 300)),
+                   help="give up when not everything is ready by then")
     a = p.parse_args(argv)
     try:
         return StackSettings(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import nginx, prometheus, replicas
 from .config import REPO_ROOT, StackSettings
-from .net import free_port, http_ok
+from .net import free_port, http_ok, port_in_use
 from .supervisor import Supervised
 from .unpriv import check_reachable, hand_over, launch
 
@@ -47,6 +47,10 @@ class Stack:
 
     # --- start ------------------------------------------------------------------------------
     def _prepare(self) -> tuple[Path, Path]:
+        for flag, port in (("--port", self.api_port), ("--prometheus_port", self.prometheus_port),
+                           ("--predictor_lb_port", self.predictor_lb_port)):
+            if port_in_use(port):
+                raise RuntimeError(f"port {port} is in use on 127.0.0.1; pick another with {flag} (0 = any free port)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)
         (self.workdir / "logs").mkdir(exist_ok=True)
