@@ -3,7 +3,8 @@
 podman cannot start containers on our machines (its OCI runtime may not set rlimits or cgroups here),
 so an image runs from ``podman image mount`` under ``chroot --userspec`` with the image's own numeric
 USER, environment, working directory, ENTRYPOINT and CMD, in a private mount namespace (its /proc,
-/dev and a tmpfs /tmp vanish with the process). Running as that user proves it can read all it needs.
+/dev and a tmpfs /tmp vanish with the process). The mounted image is read-only, as under the chart's
+readOnlyRootFilesystem; running as its user proves that user can read all it needs.
 """
 
 from __future__ import annotations
@@ -53,15 +54,21 @@ class Image:
         return [(e.get("CreatedBy", e.get("createdBy", "")), int(e.get("Size", e.get("size", 0))))
                 for e in reversed(entries)]
 
-    def start(self, args: list[str], log: Path) -> subprocess.Popen:
-        """The entrypoint with ``args`` in place of CMD, as the image's USER; the pid is the server's."""
+    def start(self, args: list[str], log: Path, binds: dict[str, Path] | None = None) -> subprocess.Popen:
+        """The entrypoint with ``args`` in place of CMD, as the image's USER; the pid is the server's.
+
+        ``binds`` maps a folder inside the image to a host folder mounted over it, read-only.
+        """
         user = self.config["User"]
         if ":" not in user:
             user += f":{user}"
         env = self.config.get("Env") or []
         argv = [*self.config["Entrypoint"], *args]
+        binds_sh = "".join(f'mount --bind "{host}" "$r{inside}"; mount -o remount,bind,ro "$r{inside}"; '
+                           for inside, host in (binds or {}).items())
         mount = ('set -e; r="$1"; shift; mount -t proc proc "$r/proc"; mount --rbind /dev "$r/dev"; '
-                 'mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"; exec chroot --userspec="$USERSPEC" "$r" "$@"')
+                 f'mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"; {binds_sh}'
+                 'exec chroot --userspec="$USERSPEC" "$r" "$@"')
         cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh", str(self.root),
                "/usr/bin/env", "-i", "-C", self.config.get("WorkingDir") or "/", *env, *argv]
         with log.open("w") as out:

@@ -1,7 +1,9 @@
 """Both images, built with podman from the local Debian 12 base, serve a request: transformer -> predictor.
 
 The images are built by ``ci/build-images.sh --local`` (what a person runs) and started from
-``podman image mount`` under ``chroot --userspec`` as their own non-root USER (see imagerun.py).
+``podman image mount`` under ``chroot --userspec`` as their own non-root USER (see imagerun.py), on
+the image's read-only root file system with a tmpfs /tmp: what the chart's pods get
+(readOnlyRootFilesystem, an emptyDir at /tmp).
 """
 
 from __future__ import annotations
@@ -163,3 +165,25 @@ def test_one_request_through_transformer_and_predictor_images(images, tmp_path):
             if proc is not None:
                 imagerun.stop(proc)
         print(imagerun.tail(logs["predictor"], 5), imagerun.tail(logs["transformer"], 5), sep="\n")
+
+
+def test_predictor_image_refuses_an_altered_snapshot(images, tmp_path):
+    """The image's predictor checks snapserve-manifest.json at start: one flipped byte, no serving."""
+    altered = tmp_path / "models"
+    shutil.copytree(images["predictor"].root / "mnt/models", altered)
+    weights = altered / "model.safetensors"
+    with weights.open("r+b") as fh:
+        fh.seek(weights.stat().st_size - 16)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    log = tmp_path / "predictor.log"
+    http, grpc = imagerun.free_port(), imagerun.free_port()
+    proc = images["predictor"].start(["--model_name", "snap", "--model_dir", "/mnt/models", "--http_port", str(http),
+                                      "--grpc_port", str(grpc), "--device", "cpu"], log, binds={"/mnt/models": altered})
+    try:
+        rc = proc.wait(timeout=180)
+    finally:
+        imagerun.stop(proc)
+    assert rc != 0, f"the predictor served an altered snapshot:\n{imagerun.tail(log)}"
+    assert "model.safetensors: SHA-256 does not match" in log.read_text(), imagerun.tail(log)
