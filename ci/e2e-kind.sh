@@ -25,6 +25,12 @@ SLO_MAX_FAILURE_RATIO=${SLO_MAX_FAILURE_RATIO:-0.01}
 OUT=${OUT:-out/e2e}
 mkdir -p "$OUT"
 
+# retry N CMD...: webhooks (cert-manager's, KServe's) answer a little after their pods are Available.
+retry() {
+  local n=$1; shift
+  for ((i = 1; i <= n; i++)); do "$@" && return 0; echo "e2e: retry $i/$n: $*" >&2; sleep 10; done
+  return 1
+}
 step() { echo "::group::e2e: $*" 2>/dev/null; echo "e2e: $*"; }
 endstep() { echo "::endgroup::"; }
 
@@ -79,9 +85,9 @@ kubectl -n ingress-nginx wait pod -l app.kubernetes.io/component=controller --fo
 endstep
 
 step "KServe $KSERVE_VERSION, default deployment mode $DEPLOYMENT_MODE"
-kubectl apply --server-side -f "https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml"
+retry 12 kubectl apply --server-side -f "https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml"
 kubectl -n kserve wait deploy/kserve-controller-manager --for=condition=Available --timeout=300s
-kubectl apply --server-side -f "https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml"
+retry 12 kubectl apply --server-side -f "https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml"
 kubectl -n kserve patch configmap inferenceservice-config --type merge \
   -p "{\"data\":{\"deploy\":\"{\\\"defaultDeploymentMode\\\": \\\"$DEPLOYMENT_MODE\\\"}\"}}"
 kubectl -n kserve rollout restart deploy/kserve-controller-manager
@@ -90,7 +96,7 @@ endstep
 
 step "helm install $RELEASE (charts/snapserve + ci/e2e-values.yaml)"
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
-helm upgrade --install "$RELEASE" charts/snapserve -n "$NAMESPACE" -f ci/e2e-values.yaml \
+retry 6 helm upgrade --install "$RELEASE" charts/snapserve -n "$NAMESPACE" -f ci/e2e-values.yaml \
   --set kserve.deploymentMode="$DEPLOYMENT_MODE" --wait=false
 kubectl -n "$NAMESPACE" wait "inferenceservice/$RELEASE" --for=condition=Ready --timeout=900s
 kubectl -n "$NAMESPACE" get inferenceservice,pods,svc,ingress

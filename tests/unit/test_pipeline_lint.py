@@ -60,8 +60,10 @@ def test_workflow_jobs_call_the_ci_scripts():
     assert "bash ci/e2e-kind.sh" in scripts["e2e"]
     for called in set(re.findall(r"bash (ci/[\w./-]+\.sh)", " ".join(scripts.values()))):
         assert (REPO / called).is_file(), f"the workflow calls {called}, which does not exist"
-    # .ci/run (what our CI runs) and the workflow's test job run the same command.
-    assert "make test" in (REPO / ".ci" / "run").read_text()
+    # .ci/run (what our CI runs) and the workflow's test job (make test) both end in ci/test.sh.
+    ci_run = (REPO / ".ci" / "run").read_text()
+    assert "make test" in ci_run or "bash ci/test.sh" in ci_run
+    assert re.search(r"^test:.*\n\tbash ci/test\.sh", (REPO / "Makefile").read_text(), re.MULTILINE)
 
 
 def test_build_args_exist_in_the_dockerfiles():
@@ -89,8 +91,21 @@ def test_e2e_values_render_with_the_chart_and_name_the_built_images():
     docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
     kinds = {d["kind"] for d in docs}
     assert {"InferenceService", "Ingress"} <= kinds
+    # Every container running a kind-loaded image (servers and helm test pods) must not pull it.
+    for doc in docs:
+        for container in _containers(doc):
+            if container["image"].startswith("snapserve/"):
+                assert container.get("imagePullPolicy") == "IfNotPresent", (doc["kind"], container["name"])
     ingress = next(d for d in docs if d["kind"] == "Ingress")
     assert ingress["spec"]["ingressClassName"] == "nginx"
+
+
+def _containers(doc: dict) -> list[dict]:
+    if doc["kind"] == "Pod":
+        return doc["spec"]["containers"]
+    if doc["kind"] == "InferenceService":
+        return [c for part in ("predictor", "transformer") for c in doc["spec"].get(part, {}).get("containers", [])]
+    return []
 
 
 def test_e2e_locust_options_exist_in_the_locustfile():
