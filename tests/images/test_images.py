@@ -20,7 +20,8 @@ import httpx
 import imagerun
 import pytest
 
-pytestmark = pytest.mark.images
+# A first build on a fresh machine (pip installs torch, kserve, ...) outlasts the suite-wide timeout.
+pytestmark = [pytest.mark.images, pytest.mark.timeout(1800)]
 
 PREFIX, TAG = "localhost/snapserve-test", "test"
 MODEL = Path(os.environ.get("SNAPSERVE_MODEL_DIR", imagerun.ROOT / "models" / "all-MiniLM-L6-v2"))
