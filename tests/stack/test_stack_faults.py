@@ -14,6 +14,8 @@ import yaml
 from loadtest.stack.config import DEFAULT_RULES
 
 pytestmark = pytest.mark.timeout(900)
+# The issue's bound for "back and serving" after kill -9; a predictor's cold start is most of it.
+RECOVERY_BUDGET_S = float(os.environ.get("SNAPSERVE_RECOVERY_BUDGET_S", "10"))
 REPLICAS = {"predictor-0", "predictor-1", "transformer-0", "transformer-1"}
 
 
@@ -27,16 +29,39 @@ def wait_for(cond, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def restarted(stack, name: str, old_pid: int) -> int | None:
-    """The replica's new pid once it has been restarted and answers a real prediction itself."""
-    p = stack.process(name)
-    if p["pid"] in (None, old_pid):
-        return None
-    try:
-        r = httpx.post(f"{p['url']}/v1/models/snap:predict", json={"instances": ["back?"]}, timeout=5)
-    except httpx.HTTPError:
-        return None
-    return p["pid"] if r.status_code == 200 and len(r.json()["predictions"][0]) == 384 else None
+def watch_restart(stack, name: str, old_pid: int, t0: float, timeout: float = 120) -> dict[str, float]:
+    """Seconds from t0 until the replica was respawned (new pid), ready, and serving a real prediction
+    itself."""
+    marks: dict[str, float] = {}
+    deadline = t0 + timeout
+    while "serving" not in marks:
+        assert time.monotonic() < deadline, f"{name} not back after {timeout} s: {marks}"
+        p = stack.process(name)
+        if p["pid"] not in (None, old_pid):
+            marks.setdefault("respawned", time.monotonic() - t0)
+            try:
+                if "ready" not in marks and httpx.get(f"{p['url']}/v2/health/ready", timeout=5).status_code == 200:
+                    marks["ready"] = time.monotonic() - t0
+                if "ready" in marks:
+                    r = httpx.post(f"{p['url']}/v1/models/snap:predict", json={"instances": ["back?"]}, timeout=10)
+                    if r.status_code == 200 and len(r.json()["predictions"][0]) == 384:
+                        marks["serving"] = time.monotonic() - t0
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.05)
+    return marks
+
+
+def served_by(stack, log: str, url: str, offset: int) -> bool:
+    """nginx sent a request to `url` and got 200 from it, in the access log after `offset`."""
+    addr = url.removeprefix("http://")
+    with open(stack.workdir / "nginx" / log, "rb") as f:
+        f.seek(offset)
+        return any(f'ua="{addr}" us="200"' in line for line in f.read().decode(errors="replace").splitlines())
+
+
+def log_size(stack, log: str) -> int:
+    return (stack.workdir / "nginx" / log).stat().st_size
 
 
 def prom(stack, path: str, **params) -> dict:
@@ -45,7 +70,7 @@ def prom(stack, path: str, **params) -> dict:
     return r.json()["data"]
 
 
-def test_prometheus_scrapes_every_replica_and_evaluates_the_chart_rules(stack):
+def test_prometheus_scrapes_every_replica_and_evaluates_the_chart_rules(stack, measured):
     for _ in range(10):
         assert httpx.post(f"{stack.api}/v1/models/snap:predict", json={"instances": ["hi"]}, timeout=30).status_code == 200
 
@@ -76,36 +101,47 @@ def test_prometheus_scrapes_every_replica_and_evaluates_the_chart_rules(stack):
     if records:
         wait_for(lambda: any(prom(stack, "/api/v1/query", query=r)["result"] for r in records), 60,
                  f"a series from one of the recording rules {records}")
-    print(f"\nprometheus: {len(targets)} targets up; rule groups {[g['name'] for g in groups]} loaded, all ok")
+    measured(f"prometheus: {len(targets)} targets up; rule groups {[g['name'] for g in groups]} loaded, all ok")
 
 
-def test_kill_9_predictor_under_load(stack, load):
+def test_kill_9_predictor_under_load(stack, load, measured):
     name = "predictor-0"
     old = stack.process(name)["pid"]
     with load() as traffic:
         traffic.wait_ok(40)
         os.kill(old, signal.SIGKILL)
         t0 = time.monotonic()
-        wait_for(lambda: restarted(stack, name, old), 60, f"{name} back and serving")
-        recovery_s = time.monotonic() - t0
-        traffic.wait_ok(80)  # steady load continues after the replica is back
-    print(f"\nkill -9 {name}: {traffic.summary()}; back and serving in {recovery_s:.1f} s")
+        marks = watch_restart(stack, name, old, t0)
+        mark = log_size(stack, "predictor.access.log")
+        wait_for(lambda: served_by(stack, "predictor.access.log", stack.process(name)["url"], mark), 30,
+                 f"nginx sending traffic to {name} again")
+        traffic.wait_ok(40)  # steady load goes on after the replica is back
+    measured(f"kill -9 {name} under {traffic.rps:g} req/s: {traffic.summary()}; "
+             + ", ".join(f"{k} after {v:.1f} s" for k, v in marks.items()))
     assert traffic.failed <= 0.001 * traffic.total, traffic.summary()
-    assert recovery_s <= 10, f"{name} took {recovery_s:.1f} s to come back (issue asks <= 10 s)"
+    assert marks["respawned"] <= 1, "the supervisor restarts a replica that ran fine at once"
+    assert marks["serving"] <= RECOVERY_BUDGET_S, (
+        f"{name} took {marks['serving']:.1f} s to serve again (budget {RECOVERY_BUDGET_S} s; "
+        "SNAPSERVE_RECOVERY_BUDGET_S raises it on a shared machine)")
 
 
-def test_rolling_restart_of_a_transformer_loses_no_request(stack, load):
+def test_rolling_restart_of_a_transformer_loses_no_request(stack, load, measured):
     name = "transformer-0"
     old = stack.process(name)["pid"]
     with load() as traffic:
         traffic.wait_ok(40)
         os.kill(old, signal.SIGTERM)
         t0 = time.monotonic()
-        wait_for(lambda: restarted(stack, name, old), 60, f"{name} restarted after draining")
-        back_s = time.monotonic() - t0
-        traffic.wait_ok(80)
-    print(f"\nSIGTERM {name}: {traffic.summary()}; replaced and serving in {back_s:.1f} s")
+        marks = watch_restart(stack, name, old, t0)
+        mark = log_size(stack, "api.access.log")
+        wait_for(lambda: served_by(stack, "api.access.log", stack.process(name)["url"], mark), 30,
+                 f"nginx sending traffic to {name} again")
+        traffic.wait_ok(40)
+    drained = f"{name}: exited with 0;" in stack.output()
+    measured(f"SIGTERM {name} under {traffic.rps:g} req/s: {traffic.summary()}; drained and exited 0: {drained}; "
+             + ", ".join(f"{k} after {v:.1f} s" for k, v in marks.items()))
     assert traffic.failed == 0, traffic.summary()
+    assert drained, "a SIGTERMed transformer drains and exits 0"
 
 
 def descendants(pid: int) -> set[int]:
