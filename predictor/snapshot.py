@@ -80,6 +80,9 @@ def export(src: Path, out: Path, tokenizer_only: bool = False) -> dict[str, str]
     if out.resolve() == src.resolve():
         raise SnapshotError(f"{out}: the output folder must differ from the source")
     out.mkdir(parents=True, exist_ok=True)
+    # Re-exporting over an earlier export: its files go first, so none is left behind unlisted.
+    for rel in _listed(out):
+        (out / rel).unlink(missing_ok=True)
     manifest = {}
     for rel in files:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +107,19 @@ def verify(folder: Path) -> bool:
             raise SnapshotError(f"{target}: listed in {MANIFEST} but missing")
         if sha256(target) != expected:
             raise SnapshotError(f"{target}: SHA-256 does not match {MANIFEST}; the snapshot was altered")
+    # A file serving would read but the manifest does not list (an added weights shard or index
+    # changes what loads) is refused too.
+    for rel in serving_files(folder):
+        if rel.as_posix() not in files:
+            raise SnapshotError(f"{folder / rel}: not listed in {MANIFEST}; re-export the snapshot")
     return True
+
+
+def _listed(folder: Path) -> list[str]:
+    try:
+        return list(json.loads((folder / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def package_dir(name: str) -> Path:

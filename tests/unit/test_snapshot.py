@@ -121,3 +121,25 @@ def test_tokenizer_only_export_keeps_no_weights(exported, tmp_path):
 def test_exporting_onto_the_source_is_refused(exported):
     with pytest.raises(snapshot.SnapshotError, match="must differ"):
         snapshot.export(exported, exported)
+
+
+def test_an_unlisted_serving_file_is_refused(exported, tmp_path):
+    """An added file that serving would read (here a shard index) changes what loads: refused."""
+    copy = copy_of(exported, tmp_path)
+    (copy / "model.safetensors.index.json").write_text('{"weight_map": {}}')
+    with pytest.raises(snapshot.SnapshotError, match=r"model\.safetensors\.index\.json: not listed"):
+        snapshot.verify(copy)
+    (copy / "model.safetensors.index.json").unlink()
+    (copy / "notes.md").write_text("not read by serving")
+    assert snapshot.verify(copy)
+
+
+def test_re_exporting_a_different_snapshot_leaves_no_stale_files(exported, tmp_path):
+    out = tmp_path / "out"
+    snapshot.export(exported, out)
+    smaller = tmp_path / "smaller"
+    shutil.copytree(exported, smaller)
+    (smaller / "vocab.txt").unlink()
+    files = snapshot.export(smaller, out)
+    assert "vocab.txt" not in files and not (out / "vocab.txt").exists()
+    assert snapshot.verify(out)
