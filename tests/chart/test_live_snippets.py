@@ -1,4 +1,4 @@
-"""The curl lines NOTES.txt prints really work, run against the real transformer on loopback."""
+"""NOTES.txt's curl lines and the helm test pod's script, run against the real transformer on loopback."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
-from tests.chart.chart_tools import CHART, NAMESPACE, run_helm
+from tests.chart.chart_tools import CHART, NAMESPACE, find, render, run_helm
 
 
 def notes_curls(model_name: str) -> list[str]:
@@ -34,3 +35,25 @@ def test_notes_curl_commands_work(servers):
     v1, openai = outputs
     assert len(v1["predictions"]) == 1 and len(v1["predictions"][0]) == 384
     assert openai["data"][0]["object"] == "embedding" and len(openai["data"][0]["embedding"]) == 384
+
+
+def run_test_pod_script(servers, **overrides) -> subprocess.CompletedProcess:
+    pod = find(render("helm4", sets=(f"fullnameOverride={servers.model_name}",)), "Pod", "-test-embedding")
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["python", "-c"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["BASE_URL"] == f"http://{servers.model_name}-transformer.{NAMESPACE}.svc.cluster.local"
+    env.update(BASE_URL=servers.transformer_url, READY_TIMEOUT="60", **overrides)
+    return subprocess.run([sys.executable, "-c", container["args"][0]], env={**os.environ, **env}, check=False,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_helm_test_pod_script_passes_against_the_real_transformer(servers):
+    proc = run_test_pod_script(servers)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok: 1 vector of 384 floats" in proc.stdout
+
+
+def test_helm_test_pod_script_fails_on_a_wrong_shape(servers):
+    proc = run_test_pod_script(servers, DIMENSIONS="385")
+    assert proc.returncode != 0 and "expected 385 floats" in proc.stderr
