@@ -17,6 +17,7 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -140,19 +141,25 @@ class Batcher:
     """Queue + scheduler + N concurrent executors over ``prepare`` and ``execute``.
 
     ``prepare(sequences) -> prepared`` and ``execute(prepared, instance) -> rows`` run on threads;
-    ``execute`` returns one row per sequence (``rows[i]`` belongs to ``sequences[i]``).
+    ``execute`` returns one row per sequence (``rows[i]`` belongs to ``sequences[i]``). An
+    ``async`` execute (a network call: the transformer coalescing requests for the predictor) is
+    awaited on the event loop instead. ``isolate(exc)`` says whether a failed batch is retried
+    request by request (default: always); errors it declines fail every request of the batch.
     """
 
     def __init__(
         self,
-        prepare: Callable[[list[np.ndarray]], Any],
+        prepare: Callable[[list[np.ndarray]], Any] | None,
         execute: Callable[[Any, int], Sequence[Any]],
         limits: BatchLimits = BatchLimits(),
         observer: Observer | None = None,
+        isolate: Callable[[Exception], bool] = lambda exc: True,
     ):
         self.limits = limits
         self._prepare = prepare
         self._execute = execute
+        self._async_execute = inspect.iscoroutinefunction(execute)
+        self._should_isolate = isolate
         self._observer = observer or NullObserver()
         self._pending: collections.deque[tuple[_Request, int]] = collections.deque()
         self._wakeup: asyncio.Event | None = None
@@ -166,7 +173,9 @@ class Batcher:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the scheduler on the running event loop."""
+        """Start the scheduler on the running event loop (once; later calls do nothing)."""
+        if self._scheduler is not None:
+            return
         self._wakeup = asyncio.Event()
         self._free = asyncio.Queue()
         for instance in range(self.limits.instances):
@@ -176,11 +185,12 @@ class Batcher:
     async def drain(self) -> None:
         """Refuse new work, finish everything accepted, then stop."""
         self._draining = True
-        while self._pending or self._busy or self._tasks:
+        while self._scheduler is not None and (self._pending or self._busy or self._tasks):
             self._wakeup.set()
             await asyncio.sleep(0.01)
-        if self._scheduler:
-            self._scheduler.cancel()
+        if self._scheduler is None:
+            return
+        self._scheduler.cancel()
         self._prep_pool.shutdown(wait=False)
         self._exec_pool.shutdown(wait=False)
 
@@ -199,6 +209,7 @@ class Batcher:
             raise Draining("shutting down")
         if not sequences:
             return []
+        self.start()
         waiting = len(self._pending)
         if waiting + len(sequences) > self.limits.max_queue_sequences and waiting > 0:
             raise QueueFull(waiting, self.limits.max_queue_sequences, self._retry_after())
@@ -246,6 +257,8 @@ class Batcher:
                 task.add_done_callback(self._tasks.discard)
 
     async def _prepare_safely(self, loop, batch: Batch) -> Any:
+        if self._prepare is None:
+            return batch.sequences
         try:
             return await loop.run_in_executor(self._prep_pool, self._prepare, batch.sequences)
         except Exception as exc:  # noqa: BLE001 - _run isolates the failing request
@@ -302,7 +315,10 @@ class Batcher:
 
     async def _forward(self, loop, batch: Batch, prepared: Any, instance: int) -> Sequence[Any]:
         started = time.monotonic()
-        rows = await loop.run_in_executor(self._exec_pool, self._execute, prepared, instance)
+        if self._async_execute:
+            rows = await self._execute(prepared, instance)
+        else:
+            rows = await loop.run_in_executor(self._exec_pool, self._execute, prepared, instance)
         sequences = batch.sequences
         if len(rows) != len(sequences):
             raise RuntimeError(f"execute returned {len(rows)} rows for {len(sequences)} sequences")
@@ -312,13 +328,16 @@ class Batcher:
 
     async def _isolate(self, loop, batch: Batch, exc: Exception, instance: int) -> None:
         requests = batch.requests()
-        if len(requests) == 1:
-            self._fail(requests[0], exc)
+        if len(requests) == 1 or not self._should_isolate(exc):
+            for req in requests:
+                self._fail(req, exc)
             return
         for req in requests:
             alone = Batch([(r, i) for r, i in batch.items if r is req])
             try:
-                prepared = await loop.run_in_executor(self._prep_pool, self._prepare, alone.sequences)
+                prepared = await self._prepare_safely(loop, alone)
+                if isinstance(prepared, Exception):
+                    raise prepared
                 self._deliver(alone, await self._forward(loop, alone, prepared, instance))
             except Exception as own:  # noqa: BLE001
                 self._fail(req, own)
@@ -330,7 +349,7 @@ class Batcher:
 
     @staticmethod
     def _deliver(batch: Batch, rows: Sequence[Any]) -> None:
-        for (req, i), row in zip(batch.items, rows):
+        for (req, i), row in zip(batch.items, rows, strict=True):
             if req.future.done():
                 continue
             req.rows[i] = row

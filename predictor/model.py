@@ -120,8 +120,6 @@ class SnapshotModel(kserve.Model):
     # -- predict ---------------------------------------------------------------------------
     async def predict(self, payload, headers=None):
         sequences = self._sequences(payload)
-        if self.batcher._scheduler is None:
-            self.batcher.start()
         try:
             rows = await self.batcher.submit(sequences)
         except QueueFull as exc:
@@ -157,5 +155,5 @@ class SnapshotModel(kserve.Model):
     async def drain(self) -> None:
         """Turn not-ready, then finish everything accepted."""
         self.ready = False
-        if self.batcher is not None and self.batcher._scheduler is not None:
+        if self.batcher is not None:
             await asyncio.wait_for(self.batcher.drain(), self.settings.grace_period)

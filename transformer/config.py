@@ -21,6 +21,10 @@ class Settings:
     max_length: int
     max_texts: int
     max_text_chars: int
+    coalesce_max_sequences: int
+    coalesce_delay_ms: float
+    predictor_max_in_flight: int
+    max_queue_sequences: int
     http_port: int
     grpc_port: int
     workers: int
@@ -32,7 +36,8 @@ class Settings:
             raise ValueError("--predictor_host is required (host:port of the predictor)")
         if self.predictor_protocol not in ("v2", "grpc-v2"):
             raise ValueError("--predictor_protocol must be v2 (REST, binary tensors) or grpc-v2")
-        for name in ("max_texts", "max_text_chars"):
+        for name in ("max_texts", "max_text_chars", "coalesce_max_sequences", "predictor_max_in_flight",
+                     "max_queue_sequences"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1")
 
@@ -47,6 +52,10 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "max_length", 0, int, help="truncate texts to this many tokens (0: the model's maximum)")
     flags.add(g, "max_texts", 2048, int, help="most texts in one request (more: 413)")
     flags.add(g, "max_text_chars", 100_000, int, help="longest text in characters (longer: 413)")
+    flags.add(g, "coalesce_max_sequences", 256, int, help="most sequences coalesced into one predictor call")
+    flags.add(g, "coalesce_delay_ms", 0.5, float, help="wait for more requests while no predictor call is in flight")
+    flags.add(g, "predictor_max_in_flight", 4, int, help="predictor calls at once from this process")
+    flags.add(g, "max_queue_sequences", 8192, int, help="sequences waiting for a predictor call before 429")
     flags.add(g, "grace_period", 30, int, help="seconds to finish in-flight work after SIGTERM")
     guard.add_arguments(g)
     return p
@@ -61,6 +70,8 @@ def load(argv: list[str] | None = None) -> Settings:
         model_name=args.model_name, model_dir=Path(args.model_dir), predictor_host=args.predictor_host or "",
         predictor_protocol=protocol, predictor_timeout=args.predictor_request_timeout_seconds,
         predictor_health_check=args.enable_predictor_health_check, max_length=args.max_length, max_texts=args.max_texts,
-        max_text_chars=args.max_text_chars, http_port=args.http_port, grpc_port=args.grpc_port,
+        max_text_chars=args.max_text_chars, coalesce_max_sequences=args.coalesce_max_sequences,
+        coalesce_delay_ms=args.coalesce_delay_ms, predictor_max_in_flight=args.predictor_max_in_flight,
+        max_queue_sequences=args.max_queue_sequences, http_port=args.http_port, grpc_port=args.grpc_port,
         workers=args.workers, grace_period=args.grace_period, guard=guard.settings_from(args),
     )

@@ -15,6 +15,7 @@ import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse
 
 from predictor import encoding, metrics
+from predictor.batching import Batcher, BatchLimits, Draining, QueueFull
 from predictor.errors import ServingError, json_object
 from transformer.config import Settings
 
@@ -24,12 +25,16 @@ V1, V2 = "v1", "v2"
 
 @dataclasses.dataclass
 class Job:
-    """What postprocess needs to know about the request it answers."""
+    """One client request between the kserve hooks: its form, token ids, and later its rows."""
 
     form: str
-    count: int
-    tokens: int
+    sequences: list[np.ndarray]
     binary: bool = False
+    rows: list | None = None
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s) for s in self.sequences)
 
 
 class EmbeddingTransformer(kserve.Model):
@@ -40,7 +45,12 @@ class EmbeddingTransformer(kserve.Model):
         config = json.loads((settings.model_dir / "config.json").read_text())
         architectures = config.get("architectures") or []
         self.classification = any(a.endswith("ForSequenceClassification") for a in architectures)
-        self._jobs: dict[str, Job] = {}
+        # Requests that arrive while predictor calls are in flight share the next call: the
+        # predictor sees few large requests (two-level batching), each request keeps its rows.
+        limits = BatchLimits(max_batch_size=settings.coalesce_max_sequences, max_batch_tokens=1 << 20,
+                             max_delay_ms=settings.coalesce_delay_ms, instances=settings.predictor_max_in_flight,
+                             max_queue_sequences=settings.max_queue_sequences)
+        self.coalescer = Batcher(None, self._call_predictor, limits, isolate=is_request_error)
         self.ready = True
 
     # -- validation ------------------------------------------------------------------------
@@ -116,12 +126,28 @@ class EmbeddingTransformer(kserve.Model):
         return InferRequest(model_name=self.name, infer_inputs=inputs, request_id=request_id,
                             parameters={"binary_data_output": True} if binary else None)
 
-    async def preprocess(self, payload, headers=None) -> InferRequest:
+    def validate(self, payload):
+        return payload  # preprocess validated the client's input; kserve's check expects a dict
+
+    async def preprocess(self, payload, headers=None) -> Job:
         texts, form, binary = self.texts_of(payload)
-        sequences = await self.tokenize(texts)
-        request_id = uuid.uuid4().hex
-        self._jobs[request_id] = Job(form, len(texts), sum(len(s) for s in sequences), binary)
-        return self.request_for(sequences, request_id)
+        return Job(form, await self.tokenize(texts), binary)
+
+    async def predict(self, payload: Job, headers=None, response_headers=None) -> Job:
+        try:
+            payload.rows = await self.coalescer.submit(payload.sequences)
+        except QueueFull as exc:
+            raise ServingError("overloaded", str(exc), retry_after=exc.retry_after) from None
+        except Draining:
+            raise ServingError("unavailable", "server is shutting down", retry_after=1) from None
+        return payload
+
+    async def _call_predictor(self, sequences: list[np.ndarray], _instance: int = 0) -> list:
+        """One v2 call for coalesced sequences -> one (vector, label) row per sequence."""
+        response = await self.call_predictor(self.request_for(sequences, uuid.uuid4().hex))
+        matrix = response.outputs[0].as_numpy().astype(np.float32, copy=False)
+        labels = self.labels_of(response) or [None] * len(matrix)
+        return list(zip(matrix, labels, strict=True))
 
     async def _http_predict(self, payload, headers=None, response_headers=None):
         # kserve's own version presets "Content-Type: application/json", which then sits beside the
@@ -132,18 +158,16 @@ class EmbeddingTransformer(kserve.Model):
             headers=forward, response_headers=response_headers,
         )
 
-    async def predict(self, payload, headers=None, response_headers=None):
+    async def call_predictor(self, request: InferRequest) -> InferResponse:
+        """kserve's client call (REST binary or gRPC) with predictor errors mapped for clients."""
         started = asyncio.get_running_loop().time()
         try:
-            return await super().predict(payload, headers, response_headers)
+            return await super().predict(request)
         except httpx.HTTPStatusError as exc:
-            self._jobs.pop(payload.id, None)
             raise upstream_error(exc.response) from None
         except (httpx.TransportError, OSError) as exc:
-            self._jobs.pop(payload.id, None)
             raise ServingError("unavailable", f"predictor unreachable ({type(exc).__name__})", retry_after=1) from None
         except Exception as exc:
-            self._jobs.pop(payload.id, None)
             grpc_error = grpc_status(exc)
             if grpc_error is None:
                 raise
@@ -151,16 +175,15 @@ class EmbeddingTransformer(kserve.Model):
         finally:
             metrics.PREDICTOR_CALL.observe(asyncio.get_running_loop().time() - started)
 
-    async def postprocess(self, response: InferResponse, headers=None, response_headers=None):
-        job = self._jobs.pop(response.id, None) or Job(V2, 0, 0)
-        matrix = response.outputs[0].as_numpy().astype(np.float32, copy=False)
+    async def postprocess(self, job: Job, headers=None, response_headers=None):
+        matrix = np.stack([vector for vector, _ in job.rows])
+        labels = [label for _, label in job.rows] if self.classification else None
         metrics.SEQUENCES.labels("transformer").inc(len(matrix))
-        labels = self.labels_of(response)
         if job.form == V1:
             if labels is not None:
-                return {"predictions": [{"label": lab, "score": float(row.max())} for lab, row in zip(labels, matrix)]}
+                return {"predictions": [{"label": lab, "score": float(row.max())} for lab, row in zip(labels, matrix, strict=True)]}
             return {"predictions": matrix.tolist()}
-        out = InferOutput(name=response.outputs[0].name, shape=list(matrix.shape), datatype="FP32")
+        out = InferOutput(name="probabilities" if labels else "embedding", shape=list(matrix.shape), datatype="FP32")
         out.set_data_from_numpy(matrix, binary_data=job.binary)
         outputs = [out]
         if labels is not None:
@@ -168,7 +191,7 @@ class EmbeddingTransformer(kserve.Model):
             label.set_data_from_numpy(np.array([lab.encode() for lab in labels], dtype=np.object_),
                                       binary_data=job.binary)
             outputs.append(label)
-        return InferResponse(response_id=response.id, model_name=self.name, infer_outputs=outputs,
+        return InferResponse(response_id=uuid.uuid4().hex, model_name=self.name, infer_outputs=outputs,
                              use_binary_outputs=job.binary)
 
     @staticmethod
@@ -182,10 +205,18 @@ class EmbeddingTransformer(kserve.Model):
         """texts -> (vectors [n, dim], prompt tokens): the pipeline without kserve's request types."""
         texts = self.validate_texts(texts)
         self.check_length(texts, truncate)
-        sequences = await self.tokenize(texts)
-        request = self.request_for(sequences, uuid.uuid4().hex)
-        response = await self.predict(request, headers)
-        return response.outputs[0].as_numpy().astype(np.float32, copy=False), sum(len(s) for s in sequences)
+        job = await self.predict(Job(V1, await self.tokenize(texts)), headers)
+        return np.stack([vector for vector, _ in job.rows]), job.tokens
+
+    async def drain(self) -> None:
+        """Finish the coalesced calls already accepted."""
+        self.ready = False
+        await self.coalescer.drain()
+
+def is_request_error(exc: Exception) -> bool:
+    """A coalesced call that failed for one request's content is retried request by request;
+    overload, drain and predictor failures are everyone's and are not multiplied by retries."""
+    return isinstance(exc, ServingError) and exc.error_type in ("validation", "unprocessable")
 
 
 def upstream_error(response: httpx.Response) -> ServingError:

@@ -82,10 +82,12 @@ def test_openai_sdk_against_the_embeddings_route(servers):
     assert [m.id for m in client.models.list().data] == [servers.model_name]
 
 
-def batch_sizes(metrics_text: str) -> tuple[float, float]:
+def batch_sizes(metrics_text: str) -> tuple[float, float, float]:
+    """(forward passes, sequences in them, v2 requests the predictor answered)."""
     count = float(re.search(r"^snapserve_batch_size_count (\S+)", metrics_text, re.M).group(1))
     total = float(re.search(r"^snapserve_batch_size_sum (\S+)", metrics_text, re.M).group(1))
-    return count, total
+    calls = re.search(r'^snapserve_requests_total\{component="predictor",outcome="ok"\} (\S+)', metrics_text, re.M)
+    return count, total, float(calls.group(1)) if calls else 0.0
 
 
 def test_concurrent_single_requests_equal_one_batch_and_are_batched(servers):
@@ -106,9 +108,10 @@ def test_concurrent_single_requests_equal_one_batch_and_are_batched(servers):
     after = batch_sizes(httpx.get(f"{servers.predictor_url}/metrics").text)
     batched = v1(servers.transformer_url, servers.model_name, texts)
     assert cosine(singles, batched).min() >= 0.999
-    batches, sequences = after[0] - before[0], after[1] - before[1]
+    batches, sequences, calls = (a - b for a, b in zip(after, before, strict=True))
     assert sequences == 32
     assert batches < 32, "32 concurrent requests never shared a forward pass"
+    assert calls < 32, "the transformer never coalesced concurrent requests into one predictor call"
 
 
 def test_metrics_are_exported(servers):
