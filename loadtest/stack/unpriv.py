@@ -37,7 +37,7 @@ def check_reachable(path: Path) -> None:
         return
     for parent in path.resolve().parents:
         if not os.stat(parent).st_mode & 0o001:
-            raise SystemExit(
+            raise RuntimeError(
                 f"{parent} is not searchable by {UNPRIVILEGED_USER}, who runs nginx and Prometheus; "
                 "choose a --workdir under /tmp or chmod o+x that folder"
             )
