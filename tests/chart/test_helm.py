@@ -88,6 +88,8 @@ IMPOSSIBLE = {
                                   ["httpRoute.experimentalChannel"]),
     "drain-longer-than-grace": (("predictor.drainSeconds=55",),
                                 ["predictor.terminationGracePeriodSeconds", "predictor.drainSeconds"]),
+    "mode-via-annotations": (("kserve.annotations.serving\\.kserve\\.io/deploymentMode=Knative",),
+                             ["kserve.deploymentMode"]),
     "tls-without-secret": (("ingress.enabled=true", "ingress.tls.enabled=true"), ["ingress.tls.secretName"]),
 }
 
@@ -175,6 +177,9 @@ def test_network_policy_admits_only_transformer_and_scraper():
 
 def test_podmonitor_relabels_component():
     monitor = find(render("helm4", CHART / "ci" / "monitoring-values.yaml"), "PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http1"
+    knative = find(render("helm4", CHART / "ci" / "serverless-values.yaml", ("podMonitor.enabled=true",)), "PodMonitor")
+    assert knative["spec"]["podMetricsEndpoints"][0]["port"] == "user-port"
     relabel = monitor["spec"]["podMetricsEndpoints"][0]["relabelings"][0]
     assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_label_component"]
     assert relabel["targetLabel"] == "component"

@@ -55,6 +55,11 @@ Included once from inferenceservice.yaml. */}}
 {{- if and $v.networkPolicy.enabled $v.podMonitor.enabled (not (or $v.networkPolicy.scraper.namespaceSelector $v.networkPolicy.scraper.podSelector)) }}
 {{- fail "podMonitor.enabled with networkPolicy.enabled needs networkPolicy.scraper.namespaceSelector or .podSelector, or Prometheus cannot scrape the predictor" }}
 {{- end }}
+{{- range $key := list "serving.kserve.io/deploymentMode" "serving.kserve.io/autoscalerClass" }}
+{{- if hasKey $v.kserve.annotations $key }}
+{{- fail (printf "kserve.annotations must not set %s: use kserve.deploymentMode / kserve.autoscalerClass" $key) }}
+{{- end }}
+{{- end }}
 {{- if and (not $v.serviceAccount.create) $v.serviceAccount.annotations }}
 {{- fail "serviceAccount.annotations only apply to a created ServiceAccount: set serviceAccount.create=true or remove the annotations" }}
 {{- end }}
