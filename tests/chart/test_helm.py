@@ -203,3 +203,11 @@ def test_notes_print_url_and_curl(vid):
         assert text in notes, notes
     assert '"$SNAPSERVE_URL/v1/models/snapserve:predict"' in notes
     assert """-d '{"instances": ["hello world"]}'""" in notes
+
+
+@pytest.mark.parametrize("helm_name", HELM_NAMES)
+def test_kube_version_floor(helm_name):
+    """kubeVersion >=1.30: preStop `sleep` hooks are on by default from 1.30."""
+    run_helm(helm_name, *("template", RELEASE, str(CHART), "--kube-version", "1.30.0"))
+    proc = run_helm(helm_name, *("template", RELEASE, str(CHART), "--kube-version", "1.29.0"), check=False)
+    assert proc.returncode != 0 and "kubeVersion" in proc.stderr, proc.stderr
