@@ -42,8 +42,9 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _too_large(self, size: str) -> str:
-        return f"request body is {size}; the limit is {self.max_bytes} bytes (--max_body_bytes)"
+    def _too_large(self, size: int, exact: bool) -> str:
+        return (f"request body is {'' if exact else 'over '}{size} bytes; the limit is {self.max_bytes} bytes "
+                "(--max_body_bytes)")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -60,7 +61,7 @@ class BodyLimit:
                 # a client that asked "Expect: 100-continue" waits for us and sends nothing more
                 if length <= DISCARD_BYTES and header(scope, b"expect") is None:
                     await self._discard(receive)
-                return await reject(send, "payload_too_large", self._too_large(f"{length} bytes"))
+                return await reject(send, "payload_too_large", self._too_large(length, True))
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -70,7 +71,7 @@ class BodyLimit:
             size += len(chunk)
             if size > self.max_bytes:
                 await self._discard(receive, size)
-                return await reject(send, "payload_too_large", self._too_large("larger than that"))
+                return await reject(send, "payload_too_large", self._too_large(self.max_bytes, False))
             if chunk:
                 chunks.append(chunk)
             if not message.get("more_body", False):
