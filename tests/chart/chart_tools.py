@@ -12,7 +12,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "snapserve"
 CI_VALUES = sorted(CHART.glob("ci/*-values.yaml"))
-CRDS = Path("/work/shared/crds") if Path("/work/shared/crds").is_dir() else ROOT.parent / "shared" / "crds"
+# Upstream CRDs, vendored unmodified (provenance in crds/README.md) so CI needs nothing outside the repo.
+CRDS = Path(__file__).resolve().parent / "crds"
 HELMS = {"helm4": ROOT / ".venv" / "bin" / "helm4", "helm3": ROOT / ".venv" / "bin" / "helm3"}
 RELEASE, NAMESPACE = "snapserve", "snapserve"
 # The oldest Kubernetes the chart's kubeVersion admits, and the newest kubernetes-validate knows.

@@ -76,3 +76,17 @@ def test_int_or_string_fields_accept_both():
     assert not crd_errors(doc)
     limits["cpu"] = [4]
     assert crd_errors(doc)
+
+
+def test_vendored_crds_match_the_shared_copies():
+    """Where the workspace's shared CRDs exist, the vendored copies must be identical (no drift)."""
+    import pathlib
+
+    from tests.chart.chart_tools import CRD_FILES, CRDS
+
+    for name in CRD_FILES.values():
+        assert (CRDS / name).is_file(), name
+    shared = pathlib.Path(__file__).resolve().parents[3] / "shared" / "crds"
+    if shared.is_dir():
+        for name in CRD_FILES.values():
+            assert (CRDS / name).read_bytes() == (shared / name).read_bytes(), name
