@@ -1,4 +1,4 @@
-"""The predictor's request limits: a body limit and a closed model-repository API.
+"""The predictor's request limits: a body limit and closed routes (model repository, explain, versions).
 
 The transformer's guard uses the same two middlewares.
 
@@ -10,6 +10,8 @@ texts x 256 tokens) is 8 MiB plus the JSON header.
 from __future__ import annotations
 
 import logging
+import re
+import urllib.parse
 
 from predictor import flags
 from predictor.bodylimit import BodyLimit, reject
@@ -19,23 +21,34 @@ log = logging.getLogger("snapserve.predictor")
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
-class ClosedRepository:
-    """404 for kserve's model-repository extension (``/v2/repository/...``).
+class ClosedRoutes:
+    """404 for kserve routes snapserve does not serve.
 
-    kserve serves ``POST /v2/repository/models/<name>/unload`` without any check: one anonymous
-    request would take the model out of service until the pod restarts. snapserve loads its one
-    model at start and never needs it.
+    kserve answers ``POST /v2/repository/models/<name>/unload`` without any check: one anonymous
+    request would take the model out of service until the pod restarts (snapserve loads its one
+    model at start and never needs the repository API). ``:explain`` and ``/versions/...`` only
+    ever answer 501, which callers and alerts would read as a server fault.
     """
 
-    PREFIX = "/v2/repository"
+    CLOSED = re.compile(r"^/v2/repository(/|$)|:explain$|^/v2/models/[^/]+/versions(/|$)")
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith(self.PREFIX):
-            return await reject(send, "not_found", "the model repository API (load/unload) is disabled")
+        if scope["type"] == "http" and (self.CLOSED.search(scope["path"]) or versioned(scope)):
+            return await reject(send, "not_found", f"{scope['path']} is not served by snapserve "
+                                "(no model repository API, explainer or model versions)")
         return await self.app(scope, receive, send)
+
+
+def versioned(scope) -> bool:
+    """A non-empty ``?model_version=``: kserve answers 501 to it on every route."""
+    query = scope.get("query_string", b"")
+    if b"model_version" not in query:
+        return False
+    values = urllib.parse.parse_qs(query.decode("latin-1"), keep_blank_values=True).get("model_version", [])
+    return any(values)
 
 
 def add_arguments(group) -> None:
@@ -47,5 +60,5 @@ def install(app, args) -> None:
     """Add the limits to kserve's FastAPI app; ``args`` carries ``max_body_bytes``."""
     max_bytes = int(getattr(args, "max_body_bytes", DEFAULT_MAX_BODY_BYTES))
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
-    app.add_middleware(ClosedRepository)
+    app.add_middleware(ClosedRoutes)
     log.info("max body %d bytes", max_bytes)

@@ -4,8 +4,8 @@ A pure ASGI middleware, so it works behind any ingress (or none). Keys come from
 line (``--api_keys_file``; a mounted Kubernetes Secret works the same and is re-read when it
 changes); callers send ``Authorization: Bearer <key>``. Keys are compared in constant time and
 never logged: logs name a key by the first 8 hex digits of its SHA-256. The token-bucket rate limit
-is per key, or per client address when keys are off. kserve's model-repository API (unload!) is
-closed. Probes and scrapes (health, readiness, model
+is per key, or per client address when keys are off. kserve's model-repository API (unload!),
+``:explain`` and model versions are closed (404). Probes and scrapes (health, readiness, model
 status, ``/``, ``/metrics``) stay open and unlimited so the cluster can always see the pod.
 """
 
@@ -24,11 +24,11 @@ from pathlib import Path
 
 from predictor import flags
 from predictor.bodylimit import DEFAULT_MAX_BODY_BYTES, BodyLimit, header, reject
-from predictor.guard_limits import ClosedRepository
+from predictor.guard_limits import ClosedRoutes
 
 log = logging.getLogger("snapserve.guard")
 
-OPEN_PATHS = re.compile(r"^/$|^/metrics/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/versions/[^/]+)?/ready$")
+OPEN_PATHS = re.compile(r"^/$|^/metrics/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+/ready$")
 OPEN_GET = re.compile(r"^/v1/models/[^/:]+$")
 RELOAD_SECONDS = 5.0
 
@@ -195,7 +195,7 @@ def install(app, args) -> GuardSettings:
     """
     settings = args if isinstance(args, GuardSettings) else settings_from(args)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # inner: callers are checked first
-    app.add_middleware(ClosedRepository)
+    app.add_middleware(ClosedRoutes)
     keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
     buckets = TokenBuckets(settings.rate_limit_rps, settings.burst) if settings.rate_limit_rps > 0 else None
     if keys is not None or buckets is not None:
