@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every offline chart check (tests/chart) and prints a values-file x check matrix:
-# helm lint --strict and helm template with Helm 3 and 4, kubernetes-validate --strict (1.30, 1.37),
-# strict CRD schemas, checkov, promtool, schema typos, render-time failures, manifests freshness.
+# Runs every chart check (tests/chart) and prints a values-file x check matrix: helm lint --strict and
+# helm template with Helm 3 and 4, kubernetes-validate --strict (1.30, 1.37), strict CRD schemas,
+# checkov, the KServe contract; then the rest: promtool check + unit tests of every alert, schema
+# typos, render-time failures, manifests freshness, and (real servers on loopback) exported metrics,
+# the NOTES curl lines and the helm test script. Extra arguments go to pytest (e.g. -x, -k lint).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 for step in ci/setup.d/40-helm.sh ci/setup.d/45-checkov.sh; do bash "$step" >/dev/null || exit 1; done
@@ -15,7 +17,8 @@ cases = ET.parse(sys.argv[1]).getroot().iter("testcase")
 files = ["defaults", "gpu", "gateway", "ingress-tls", "monitoring", "autoscaling", "serverless", "everything"]
 per_file = {"lint_strict", "template_renders", "helm3_and_helm4_render_the_same", "core_kinds_validate_strictly",
             "custom_resources_match_crds_strictly", "checkov_has_no_failed_checks", "kserve_contract",
-            "notes_print_url_and_curl"}
+            "notes_print_url_and_curl", "values_files_match_the_schema", "predictor_accepts_rendered_args",
+            "transformer_accepts_rendered_args_plus_kserve_injection"}
 matrix, other = collections.defaultdict(dict), collections.Counter()
 for case in cases:
     name = case.get("name")
