@@ -15,7 +15,7 @@ DEFAULT_RULES = REPO_ROOT / "charts" / "snapserve" / "files" / "prometheus-rules
 @dataclass(frozen=True)
 class StackSettings:
     model_dir: Path
-    model_name: str = "snap"
+    model_name: str = "all-minilm-l6-v2"  # as ci/run-local.sh and the README's curl lines
     port: int = 8000  # the API (nginx in front of the transformers)
     prometheus_port: int = 9090
     predictor_lb_port: int = 0  # nginx in front of the predictors (the "Service"); 0 = a free port

@@ -135,8 +135,8 @@ class RunningStack:
 def start_stack(workdir: Path, *extra: str, timeout: float = 400) -> RunningStack:
     with open(workdir / "stack.out", "wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "loadtest.stack", "--model_dir", str(MODEL_DIR), "--port", "0",
-             "--prometheus_port", "0", "--workdir", str(workdir), "--scrape_interval_s", "1", *extra],
+            [sys.executable, "-m", "loadtest.stack", "--model_dir", str(MODEL_DIR), "--model_name", "snap",
+             "--port", "0", "--prometheus_port", "0", "--workdir", str(workdir), "--scrape_interval_s", "1", *extra],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     stack = RunningStack(proc, workdir)
     deadline = time.monotonic() + timeout
