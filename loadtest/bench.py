@@ -96,8 +96,9 @@ def drain(pids: list[int]) -> float:
     return time.time() - started
 
 
-def sweep(a: argparse.Namespace, settings: Settings) -> list[dict]:
-    rows = []
+def sweep(a: argparse.Namespace, settings: Settings, limit: dict | None) -> list[dict]:
+    rows: list[dict] = []
+    partial = a.out / "bench.partial.json"  # so a cut-short run still leaves its points behind
     for name in a.targets:
         print(f"== {LABELS[name]}: starting", flush=True)
         t = time.time()
@@ -112,6 +113,7 @@ def sweep(a: argparse.Namespace, settings: Settings) -> list[dict]:
                     r["target"] = name
                     r["drain_s"] = round(drain(running.pids), 1)
                     rows.append(r)
+                    partial.write_text(json.dumps({"limit": limit, "rows": rows}, indent=1))
                     print(f"   x{sentences:<3} c={conc:<4} {r['req_per_s']:9.1f} req/s {r['sentences_per_s']:9.1f} sent/s "
                           f"p50 {bench_report._ms(r['p50_ms'])} p99 {bench_report._ms(r['p99_ms'])} ms "
                           f"errors {r['errors']} gen {r['generator']['cpu_cores_used']:.2f} cores"
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print("== limit: the forward pass in-process", flush=True)
         limit = measure_limit(a)
         print(f"   {limit['best_sentences_per_s']:.0f} sentences/s at batch {limit['best_batch_size']}", flush=True)
-    rows = sweep(a, settings)
+    rows = sweep(a, settings, limit)
     bench_report.add_ratios(rows)
     device = limit["device"] if limit else ("cpu" if a.device == "cpu" else a.device)
     goals = bench_report.targets(rows, "cpu" if device == "cpu" else "cuda", limit)
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "limit": limit, "rows": rows, "targets": goals, "notes": notes, "batching": summary,
     }
     (a.out / "bench.json").write_text(json.dumps(result, indent=1))
+    (a.out / "bench.partial.json").unlink(missing_ok=True)
     bench_report.plot(rows, a.out / "bench.png", limit)
     print()
     print(bench_report.table(rows))
