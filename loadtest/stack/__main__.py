@@ -18,7 +18,8 @@ def _banner(stack: Stack) -> str:
         f"  API         {stack.api_url}",
         f"  Prometheus  {stack.prometheus_url}",
         f"  work folder {stack.workdir} (logs/, state.json, nginx/*.access.log)",
-        f"  try: curl -s {stack.api_url}/v1/models/{s.model_name}:predict -H 'Content-Type: application/json' -d '{{\"instances\": [\"hello world\"]}}'",
+        f"  try: curl -s -H 'Content-Type: application/json' {stack.api_url}/v1/models/{s.model_name}:predict"
+        " -d '{\"instances\": [\"hello world\"]}'",
         "Ctrl-C stops everything.",
     ])
 

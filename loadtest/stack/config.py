@@ -34,7 +34,8 @@ class StackSettings:
         if self.transformers < 1 or self.predictors < 1:
             raise ValueError("--transformers and --predictors must be >= 1 (use 2 or more to survive a replica loss)")
         if not (self.model_dir / "config.json").is_file():
-            raise ValueError(f"--model_dir {self.model_dir} has no config.json; run `make setup` to export the default model")
+            raise ValueError(
+                f"--model_dir {self.model_dir} has no config.json; run `make setup` to export the default model")
         if self.scrape_interval_s < 1:
             raise ValueError("--scrape_interval_s must be >= 1")
 
@@ -53,7 +54,8 @@ def parse(argv: list[str] | None = None) -> StackSettings:
                     "Every flag is also an environment variable (the flag in upper case).")
     p.add_argument("--model_dir", default=_env("model_dir", "models/all-MiniLM-L6-v2"), help="model snapshot folder")
     p.add_argument("--model_name", default=_env("model_name", d["model_name"].default), help="name in the URLs")
-    p.add_argument("--port", type=int, default=int(_env("port", d["port"].default)), help="API port (nginx; 0 = a free port)")
+    p.add_argument("--port", type=int, default=int(_env("port", d["port"].default)),
+                   help="API port (nginx; 0 = a free port)")
     p.add_argument("--prometheus_port", type=int, default=int(_env("prometheus_port", d["prometheus_port"].default)),
                    help="Prometheus UI and API port (0 = a free port)")
     p.add_argument("--predictor_lb_port", type=int, default=int(_env("predictor_lb_port", 0)),
@@ -63,7 +65,8 @@ def parse(argv: list[str] | None = None) -> StackSettings:
     p.add_argument("--instances", type=int, default=int(_env("instances", 1)),
                    help="model instances per predictor replica (its --instances)")
     p.add_argument("--workdir", default=_env("workdir", ""),
-                   help="folder for rendered configs, logs, TSDB and state.json (empty: a temp folder, removed on exit)")
+                   help="folder for rendered configs, logs, TSDB and state.json "
+                        "(empty: a temp folder, removed on exit)")
     p.add_argument("--rules_file", default=_env("rules_file", DEFAULT_RULES),
                    help="Prometheus rules file; the chart's is the one source")
     p.add_argument("--scrape_interval_s", type=int, default=int(_env("scrape_interval_s", 5)),

@@ -28,7 +28,8 @@ def write_config(workdir: Path, *, port: int, targets: dict[str, tuple[str, int]
                  interval_s: int) -> Path:
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     return render("prometheus.yml", workdir / "prometheus.yml", port=port, interval=f"{interval_s}s",
-                  rule_files=json.dumps([str(rules_file)] if rules_file.is_file() else []), static_configs=_static_configs(targets))
+                  rule_files=json.dumps([str(rules_file)] if rules_file.is_file() else []),
+                  static_configs=_static_configs(targets))
 
 
 def command(workdir: Path, conf: Path, port: int) -> list[str]:

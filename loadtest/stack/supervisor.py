@@ -66,7 +66,8 @@ class Supervised:
             if self._stopping.is_set():
                 return False
             with open(self.log_path, "ab") as out:
-                self._proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+                self._proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                              env=self.env, cwd=self.cwd,
                                               stdin=subprocess.DEVNULL, start_new_session=True)
             self.started_at = time.monotonic()
         log.info("%s: started pid %d", self.name, self._proc.pid)

@@ -72,7 +72,8 @@ def prom(stack, path: str, **params) -> dict:
 
 def test_prometheus_scrapes_every_replica_and_evaluates_the_chart_rules(stack, measured):
     for _ in range(10):
-        assert httpx.post(f"{stack.api}/v1/models/snap:predict", json={"instances": ["hi"]}, timeout=30).status_code == 200
+        r = httpx.post(f"{stack.api}/v1/models/snap:predict", json={"instances": ["hi"]}, timeout=30)
+        assert r.status_code == 200, r.text
 
     def all_up():
         t = prom(stack, "/api/v1/targets")["activeTargets"]
@@ -92,7 +93,8 @@ def test_prometheus_scrapes_every_replica_and_evaluates_the_chart_rules(stack, m
     def rules_evaluated():
         groups = prom(stack, "/api/v1/rules")["groups"]
         loaded = {g["name"]: len(g["rules"]) for g in groups}
-        ok = all(r["health"] == "ok" and not r.get("lastEvaluation", "0001").startswith("0001") for g in groups for r in g["rules"])
+        rules = [r for g in groups for r in g["rules"]]
+        ok = all(r["health"] == "ok" and not r.get("lastEvaluation", "0001").startswith("0001") for r in rules)
         return loaded == expected and ok and groups
     groups = wait_for(rules_evaluated, 60, f"rule groups {sorted(expected)} loaded and evaluated ok")
 

@@ -51,7 +51,8 @@ def test_quick_crashes_back_off(tmp_path):
 
 def test_restarts_a_killed_process_then_stops_it(tmp_path):
     starts = []
-    p = Supervised("sleeper", launch(["sleep", "60"]), tmp_path / "sleeper.log", on_start=lambda s: starts.append(s.pid))
+    p = Supervised("sleeper", launch(["sleep", "60"]), tmp_path / "sleeper.log",
+                   on_start=lambda s: starts.append(s.pid))
     p.start()
     first = wait_for(lambda: p.pid)
     os.kill(first, signal.SIGKILL)
@@ -65,7 +66,8 @@ def test_restarts_a_killed_process_then_stops_it(tmp_path):
 
 
 def test_stop_escalates_to_sigkill_after_the_grace_period(tmp_path):
-    stubborn = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"]
+    ignore_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    stubborn = [sys.executable, "-c", ignore_term]
     p = Supervised("stubborn", stubborn, tmp_path / "stubborn.log", grace_s=0.5)
     p.start()
     wait_for(lambda: p.pid)
