@@ -28,5 +28,5 @@ debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
   "$root"/usr/share/man/* "$root"/usr/share/locale/* "$root"/var/log/*.log
 tar -C "$root" --numeric-owner -c . |
-  podman import --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' - "$BASE_IMAGE" >/dev/null
+  podman import --quiet --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' - "$BASE_IMAGE" >/dev/null
 echo "50-podman: built $BASE_IMAGE"
