@@ -17,8 +17,11 @@ def _find(rows: list[dict], target: str, sentences: int, concurrency: int) -> di
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """Each row's throughput and p99 relative to A's and B's at the same pattern and concurrency."""
+    """Each row's throughput and p99 relative to A's and B's at the same pattern and concurrency, and
+    its sentences per second of server CPU (comparable across runs on a shared, busy machine)."""
     for r in rows:
+        cores = r.get("server_cpu_cores_used") or 0
+        r["sentences_per_server_core_s"] = round(r["sentences_per_s"] / cores, 1) if cores > 0.01 else None
         for base in ("a", "b"):
             ref = _find(rows, base, r["sentences_per_request"], r["concurrency"])
             ok = ref and ref["req_per_s"] > 0
@@ -37,7 +40,7 @@ def _x(v) -> str:
 
 def table(rows: list[dict]) -> str:
     head = (f"{'target':<38} {'pattern':<15} {'conc':>4} {'req/s':>9} {'sent/s':>9} {'p50 ms':>8} {'p95 ms':>8} "
-            f"{'p99 ms':>8} {'errs':>5} {'vs A':>7} {'vs B':>7}  gen cores/sat  box busy")
+            f"{'p99 ms':>8} {'errs':>5} {'vs A':>7} {'vs B':>7} {'srv cores':>9} {'sent/core-s':>11}  gen cores/sat  box busy")
     lines = [head, "-" * len(head)]
     for r in rows:
         g = r["generator"]
@@ -45,7 +48,9 @@ def table(rows: list[dict]) -> str:
             f"{LABELS.get(r['target'], r['target']):<38} {PATTERN_NAMES.get(r['sentences_per_request'], ''):<15} "
             f"{r['concurrency']:>4} {r['req_per_s']:>9.1f} {r['sentences_per_s']:>9.1f} {_ms(r['p50_ms']):>8} "
             f"{_ms(r['p95_ms']):>8} {_ms(r['p99_ms']):>8} {r['errors']:>5} {_x(r.get('x_a')):>7} "
-            f"{_x(r.get('x_b')):>7}  {g['cpu_cores_used']:>5.2f}{' SAT' if g['saturated'] else '    '}"
+            f"{_x(r.get('x_b')):>7} {r['server_cpu_cores_used']:>9.2f} "
+            f"{'-' if r.get('sentences_per_server_core_s') is None else r['sentences_per_server_core_s']:>11}  "
+            f"{g['cpu_cores_used']:>5.2f}{' SAT' if g['saturated'] else '    '}"
             f"     {r['machine_cpu_cores_busy']:.2f}/{r['machine_cores']}")
     return "\n".join(lines)
 
@@ -142,3 +147,30 @@ def plot(rows: list[dict], out: Path, limit: dict | None) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the tables of a bench.json again (after a cut-short run: bench.partial.json) and redraw its PNG."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench_report", description=main.__doc__)
+    p.add_argument("json", type=Path)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--png", type=Path, default=None)
+    a = p.parse_args(argv)
+    data = json.loads(a.json.read_text())
+    rows, limit = data["rows"], data.get("limit")
+    add_ratios(rows)
+    print(table(rows))
+    print("\ntargets:\n" + "\n".join("  " + g for g in targets(rows, a.device, limit)))
+    notes = saturation_notes(rows)
+    if notes:
+        print("\nnotes:\n" + "\n".join("  " + n for n in notes))
+    out = plot(rows, a.png or a.json.with_suffix(".png"), limit)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ def locust(servers, out: Path, *args: str, env: dict | None = None, timeout: flo
     """locust in its own process (its gevent patching must never meet kserve in ours)."""
     cmd = [str(LOCUST), "--config", "loadtest/locust.conf", "--headless", "--only-summary",
            "-H", servers.transformer_url, *args]
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SNAPSERVE_SHAPE", "SNAPSERVE_SLO"))}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SNAPSERVE_SHAPE", "SNAPSERVE_SLO", "SNAPSERVE_API_KEY"))}
     full_env = {**inherited, "SNAPSERVE_MODEL": servers.model_name, **(env or {})}
     r = subprocess.run(cmd, check=False, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
     (out / "locust.log").write_text(r.stdout + r.stderr)
@@ -76,3 +77,23 @@ def test_a_load_shape_changes_the_user_count(servers, tmp_path, shape):
     with Path(f"{prefix}_stats_history.csv").open(newline="") as fh:
         users = {int(row["User Count"]) for row in csv.DictReader(fh)}
     assert 4 in users and any(0 < u < 4 for u in users), users
+
+
+def test_the_api_key_setting_reaches_a_guarded_transformer(servers, tmp_path):
+    """SNAPSERVE_API_KEY becomes 'Authorization: Bearer ...': accepted with the key, 401s without it."""
+    from tests import procs
+
+    keys = tmp_path / "keys"
+    keys.write_text("loadtest-key-0123456789\n")
+    guarded, _ = procs.start_transformer(servers.predictor_url.removeprefix("http://"), model_dir=servers.model_dir,
+                                         extra=["--api_keys_file", str(keys)], log_dir=tmp_path)
+    try:
+        target = dataclasses.replace(servers, transformer_url=guarded.url)
+        with_key = locust(target, tmp_path, "-u", "1", "-r", "1", "-t", "3s", "--slo-max-failure-ratio", "0",
+                          "OpenAIUser", env={"SNAPSERVE_API_KEY": "loadtest-key-0123456789"})
+        assert with_key.returncode == 0, (with_key.stdout + with_key.stderr)[-3000:]
+        without = locust(target, tmp_path, "-u", "1", "-r", "1", "-t", "2s", "--slo-max-failure-ratio", "0",
+                         "OpenAIUser")
+        assert without.returncode == 3 and "HTTP 401" in without.stdout + without.stderr
+    finally:
+        guarded.stop()
