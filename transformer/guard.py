@@ -39,8 +39,11 @@ class GuardSettings:
     rate_limit_rps: float = 0.0
     rate_limit_burst: int = 0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_concurrent_requests: int = 0
 
     def __post_init__(self):
+        if self.max_concurrent_requests < 0:
+            raise ValueError("--max_concurrent_requests must be >= 0 (0 turns the limit off)")
         if self.rate_limit_rps < 0 or self.rate_limit_burst < 0:
             raise ValueError("--rate_limit_rps and --rate_limit_burst must be >= 0 (0 turns the limit off)")
         if self.max_body_bytes < 1:
@@ -63,6 +66,8 @@ def add_arguments(group) -> None:
     flags.add(group, "rate_limit_burst", 0, int, help="requests a caller may send at once above the rate "
               "(0: one second's worth)")
     flags.add(group, "max_body_bytes", DEFAULT_MAX_BODY_BYTES, int, help="largest request body (more: 413)")
+    flags.add(group, "max_concurrent_requests", 0, int, help="requests in this process at once; more get 429 "
+              "at the door, before their body is read (0: no limit)")
 
 
 def settings_from(args) -> GuardSettings:
@@ -72,6 +77,7 @@ def settings_from(args) -> GuardSettings:
         rate_limit_rps=float(getattr(args, "rate_limit_rps", 0) or 0),
         rate_limit_burst=int(getattr(args, "rate_limit_burst", 0) or 0),
         max_body_bytes=int(getattr(args, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
+        max_concurrent_requests=int(getattr(args, "max_concurrent_requests", 0) or 0),
     )
 
 
@@ -156,10 +162,12 @@ def is_open(method: str, path: str) -> bool:
 
 
 class Guard:
-    """``app.add_middleware(Guard, keys=KeyRing|None, buckets=TokenBuckets|None)``."""
+    """``app.add_middleware(Guard, keys=KeyRing|None, buckets=TokenBuckets|None, max_concurrent=0)``."""
 
-    def __init__(self, app, keys: KeyRing | None = None, buckets: TokenBuckets | None = None):
-        self.app, self.keys, self.buckets = app, keys, buckets
+    def __init__(self, app, keys: KeyRing | None = None, buckets: TokenBuckets | None = None,
+                 max_concurrent: int = 0):
+        self.app, self.keys, self.buckets, self.max_concurrent = app, keys, buckets, max_concurrent
+        self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or is_open(scope["method"], scope["path"]):
@@ -178,7 +186,15 @@ class Guard:
                 retry = str(max(1, math.ceil(wait))).encode()
                 return await reject(send, "rate_limited", f"rate limit of {self.buckets.rate:g} requests/s "
                                     f"(burst {self.buckets.burst}) reached; retry later", [(b"retry-after", retry)])
-        return await self.app(scope, receive, send)
+        if self.max_concurrent and self.in_flight >= self.max_concurrent:
+            # shed at the door: past this, requests would only wait on this process's CPU
+            return await reject(send, "overloaded", f"{self.in_flight} requests in progress (limit "
+                                f"{self.max_concurrent}); retry later", [(b"retry-after", b"1")])
+        self.in_flight += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 def bearer(scope) -> str:
@@ -198,10 +214,10 @@ def install(app, args) -> GuardSettings:
     app.add_middleware(ClosedRoutes)
     keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
     buckets = TokenBuckets(settings.rate_limit_rps, settings.burst) if settings.rate_limit_rps > 0 else None
-    if keys is not None or buckets is not None:
-        app.add_middleware(Guard, keys=keys, buckets=buckets)
-    log.info("guard: api keys %s; rate limit %s; max body %d bytes",
+    if keys is not None or buckets is not None or settings.max_concurrent_requests:
+        app.add_middleware(Guard, keys=keys, buckets=buckets, max_concurrent=settings.max_concurrent_requests)
+    log.info("guard: api keys %s; rate limit %s; max body %d bytes; max concurrent requests %s",
              "on" if keys else "off",
              f"{settings.rate_limit_rps:g}/s burst {settings.burst} per {'key' if keys else 'client address'}"
-             if buckets else "off", settings.max_body_bytes)
+             if buckets else "off", settings.max_body_bytes, settings.max_concurrent_requests or "unlimited")
     return settings
