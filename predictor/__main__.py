@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port, workers=1,
                                 grace_period=settings.grace_period)
+    lifecycle.configure_logging()
     log.info("settings: %s", flags.describe(settings))
     model = SnapshotModel(settings)
     try:

@@ -38,7 +38,10 @@ def kserve_parser() -> argparse.ArgumentParser:
     return model_server.parser
 
 
-def describe(settings, secret_keys=("api_key", "token", "password", "secret")) -> dict:
+SECRET_WORDS = {"key", "token", "password", "secret"}
+
+
+def describe(settings) -> dict:
     """The effective settings as a dict safe to log once at start (secret-looking values hidden)."""
     values = {k: str(v) for k, v in dataclasses.asdict(settings).items()}
-    return {k: ("***" if any(s in k for s in secret_keys) and v else v) for k, v in values.items()}
+    return {k: ("***" if SECRET_WORDS & set(k.split("_")) and v else v) for k, v in values.items()}

@@ -22,6 +22,17 @@ INFERENCE_PATHS = ("/infer", ":predict", "/embeddings")
 READY_PATHS = ("/v2/health/ready", "/ready")
 
 
+def configure_logging() -> None:
+    """Send snapserve's own INFO lines (settings, warm-up, drain) to kserve's handlers."""
+    from kserve.logging import logger as kserve_logger
+
+    ours = logging.getLogger("snapserve")
+    ours.setLevel(logging.INFO)
+    if kserve_logger.handlers:
+        ours.handlers = list(kserve_logger.handlers)
+        ours.propagate = False
+
+
 class DrainState:
     def __init__(self):
         self.draining = False

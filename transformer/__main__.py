@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port,
                                 workers=settings.workers, grace_period=settings.grace_period,
                                 predictor_config=predictor)
+    lifecycle.configure_logging()
     log.info("settings: %s", flags.describe(settings))
     try:
         model = EmbeddingTransformer(settings)

@@ -47,3 +47,17 @@ def test_transformer_needs_a_predictor_and_speaks_v2():
     assert s.predictor_protocol == "v2"
     s = tconfig.load(["--predictor_host", "p:80", "--predictor_protocol", "grpc-v2"])
     assert s.predictor_protocol == "grpc-v2"
+
+
+def test_logged_settings_hide_secrets_only():
+    import dataclasses
+
+    from predictor.flags import describe
+
+    @dataclasses.dataclass
+    class S:
+        max_batch_tokens: int = 1
+        api_key: str = "hunter2"
+        hf_token: str = "abc"
+
+    assert describe(S()) == {"max_batch_tokens": "1", "api_key": "***", "hf_token": "***"}
