@@ -16,6 +16,10 @@ run:
 test:
 	bash ci/test.sh
 
+## stack: nginx -> 2 transformers -> nginx -> 2 predictors + Prometheus on loopback; Ctrl-C stops it
+stack: setup
+	$(PY) -m loadtest.stack --model_dir $(MODEL_DIR)
+
 lint: setup
 	bash ci/lint.sh
 
