@@ -70,7 +70,8 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._discard(receive, size)
+                if message.get("more_body", False):
+                    await self._discard(receive, size)
                 return await reject(send, "payload_too_large", self._too_large(self.max_bytes, False))
             if chunk:
                 chunks.append(chunk)
