@@ -22,7 +22,7 @@ def guarded(servers, keys_file, tmp_path_factory):
     server, _ = procs.start_transformer(
         servers.predictor_url.removeprefix("http://"), model_dir=servers.model_dir,
         log_dir=tmp_path_factory.mktemp("guard-logs"),
-        extra=["--api_keys_file", str(keys_file), "--rate_limit_rps", "2", "--rate_limit_burst", "3",
+        extra=["--api_keys_file", str(keys_file), "--rate_limit_rps", "5", "--rate_limit_burst", "5",
                "--max_body_bytes", "65536"])
     yield server
     server.stop()
