@@ -16,7 +16,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-podman image exists "$BASE_IMAGE" && exit 0
+MARK=/var/lib/snapserve/podman-unusable   # why podman cannot store images here, for the image tests
+podman image exists "$BASE_IMAGE" && { rm -f "$MARK"; exit 0; }
 
 # The base: what python:3.11-slim-bookworm gives (Debian 12, CPython 3.11, venv, CA bundle), built
 # from Debian's own packages so the Dockerfiles' FROM ${BASE} works without a registry.
@@ -27,6 +28,14 @@ debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
   bookworm "$root" "$MIRROR" >/dev/null
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
   "$root"/usr/share/man/* "$root"/usr/share/locale/* "$root"/var/log/*.log
-tar -C "$root" --numeric-owner -c . |
-  podman import --quiet --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' - "$BASE_IMAGE" >/dev/null
+# A machine where podman cannot unpack layers at all (seen in a nested chroot whose / is no mount
+# point: "remount /: invalid argument") gets the reason recorded; the image tests skip with it.
+if ! err=$(tar -C "$root" --numeric-owner -c . |
+  podman import --quiet --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' - "$BASE_IMAGE" 2>&1 >/dev/null); then
+  mkdir -p "$(dirname "$MARK")"
+  printf 'podman cannot store images on this machine: %s\n' "$(printf '%s' "$err" | tail -n 1)" > "$MARK"
+  echo "50-podman: WARNING: $(cat "$MARK") — the image tests will be skipped" >&2
+  exit 0
+fi
+rm -f "$MARK"
 echo "50-podman: built $BASE_IMAGE"
