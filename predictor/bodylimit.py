@@ -5,6 +5,7 @@ one (chunked) is counted while it streams and refused as soon as it passes the l
 read here and handed on in one piece, so no route can see (or buffer) more than the limit. The
 refused remainder is read and dropped up to ``DISCARD_BYTES`` so that clients which write their
 whole body before reading the answer still get the 413 instead of a reset connection.
+(Starlette's ``RequestBodyLimitMiddleware`` answers in plain text, outside the status table.)
 """
 
 from __future__ import annotations

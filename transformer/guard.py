@@ -4,7 +4,10 @@ A pure ASGI middleware, so it works behind any ingress (or none). Keys come from
 line (``--api_keys_file``; a mounted Kubernetes Secret works the same and is re-read when it
 changes); callers send ``Authorization: Bearer <key>``. Keys are compared in constant time and
 never logged: logs name a key by the first 8 hex digits of its SHA-256. The token-bucket rate limit
-is per key, or per client address when keys are off. kserve's model-repository API (unload!),
+is per key, or per client address when keys are off (the TCP peer: behind an ingress that is the
+ingress, unless uvicorn is told to trust its X-Forwarded-For — use keys for per-caller limits there).
+``--max_concurrent_requests`` sheds at the door with 429 once that many requests are in progress,
+before their bodies are read. kserve's model-repository API (unload!),
 ``:explain`` and model versions are closed (404). Probes and scrapes (health, readiness, model
 status, ``/``, ``/metrics``) stay open and unlimited so the cluster can always see the pod.
 """
