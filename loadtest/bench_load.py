@@ -76,6 +76,7 @@ async def _run(load: Load, clients: int, seed: int, start_at: float) -> dict:
                 continue
             if status != 200:
                 error(f"HTTP {status}")
+                await asyncio.sleep(0.05)  # a rejected client backs off instead of spinning
                 continue
             try:
                 problem = checks.v1(orjson.loads(raw), load.sentences, load.dim)

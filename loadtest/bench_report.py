@@ -101,16 +101,22 @@ def targets(rows: list[dict], device: str, limit: dict | None) -> list[str]:
 
 
 def saturation_notes(rows: list[dict]) -> list[str]:
+    """When the generator, or the machine as a whole, may have been the limit."""
     notes = []
     for r in rows:
         g = r["generator"]
-        where = f"{r['target']} c={r['concurrency']} x{r['sentences_per_request']}"
         if g["saturated"]:
-            notes.append(f"{where}: a load-generator process used {g['busiest_process_core_fraction']:.0%} of a core"
-                         " - the generator may be the limit here")
-        if r["machine_cpu_cores_busy"] >= 0.9 * r["machine_cores"]:
-            notes.append(f"{where}: the machine's cores were {r['machine_cpu_cores_busy']:.2f}/{r['machine_cores']}"
-                         " busy - server, generator and anything else share them")
+            notes.append(f"{r['target']} c={r['concurrency']} x{r['sentences_per_request']}: a load-generator process "
+                         f"used {g['busiest_process_core_fraction']:.0%} of a core - the generator may be the limit")
+    busy = [r for r in rows if r["machine_cpu_cores_busy"] >= 0.9 * r["machine_cores"]]
+    if busy:
+        notes.append(f"{len(busy)} of {len(rows)} points ran with the machine's cores >= 90% busy: the servers, the "
+                     "generator and any other process shared them; 'srv cores' is what the servers got, "
+                     "'sent/core-s' the throughput per server core")
+    rejected = [r for r in rows if any(k.startswith("HTTP 429") for k in r.get("error_kinds", {}))]
+    for r in rejected:
+        notes.append(f"{r['target']} c={r['concurrency']} x{r['sentences_per_request']}: "
+                     f"{r['error_kinds']['HTTP 429']} requests rejected with 429 (queue full: overload protection)")
     return notes
 
 
