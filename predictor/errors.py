@@ -7,6 +7,7 @@ traceback stays in the log. Shared by predictor and transformer.
 from __future__ import annotations
 
 import logging
+import struct
 import uuid
 
 from fastapi import Request
@@ -86,9 +87,12 @@ def install(app) -> None:
 
     kserve registers its own handlers when the REST server starts, reading them from its
     ``server`` module; replacing those names there gives every kserve error our JSON shape
-    and keeps exception names and messages of 500s out of bodies.
+    and keeps exception names and messages of 500s out of bodies. FastAPI's own validation and
+    HTTP errors (bodies that do not fit kserve's pydantic models, unknown routes) get it too.
     """
+    from fastapi.exceptions import RequestValidationError
     from kserve.protocol.rest import server
+    from starlette.exceptions import HTTPException
 
     async def invalid_input(_: Request, exc) -> ORJSONResponse:
         return response(ServingError("validation", str(getattr(exc, "reason", exc))))
@@ -99,10 +103,46 @@ def install(app) -> None:
     async def not_ready(_: Request, exc) -> ORJSONResponse:
         return response(ServingError("unavailable", str(exc), retry_after=1))
 
+    async def request_invalid(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
+        return response(ServingError("validation", f"invalid request body at {where}: {first.get('msg', 'invalid')}"))
+
+    async def http_error(_: Request, exc: HTTPException) -> ORJSONResponse:
+        kind = {404: "not_found", 413: "payload_too_large", 503: "unavailable"}.get(exc.status_code, "validation")
+        status = exc.status_code if exc.status_code < 500 or kind == "unavailable" else 500
+        return ORJSONResponse(body(kind, str(exc.detail)), status_code=status, headers=getattr(exc, "headers", None))
+
     server.invalid_input_handler = invalid_input
     server.model_not_found_handler = not_found
+    server.not_implemented_error_handler = not_found
     server.model_not_ready_handler = not_ready
     server.server_not_ready_handler = not_ready
     server.generic_exception_handler = internal_error_handler
     server.inference_error_handler = internal_error_handler
     app.add_exception_handler(ServingError, serving_error_handler)
+    app.add_exception_handler(RequestValidationError, request_invalid)
+    app.add_exception_handler(HTTPException, http_error)
+    _guard_binary_decoding()
+
+
+def _guard_binary_decoding() -> None:
+    """kserve's binary-tensor decoding raises ValueError & co. on malformed bodies (a bad
+    ``inference-header-content-length``, a buffer of the wrong size): those are the client's, 400."""
+    from kserve.errors import InvalidInput
+    from kserve.protocol import dataplane
+
+    original = dataplane.DataPlane.decode_inference_request
+    if getattr(original, "snapserve_guarded", False):
+        return
+
+    def decode_inference_request(self, body, headers, model_name):
+        try:
+            return original(self, body, headers, model_name)
+        except InvalidInput:
+            raise
+        except (ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, struct.error) as exc:
+            raise InvalidInput(f"malformed binary tensor request: {exc}") from None
+
+    decode_inference_request.snapserve_guarded = True
+    dataplane.DataPlane.decode_inference_request = decode_inference_request

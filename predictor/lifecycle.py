@@ -80,7 +80,7 @@ class RequestGate:
 async def refuse(send, reason: str, count: str | None) -> None:
     body = orjson.dumps(errors.body("unavailable", reason))
     await send({"type": "http.response.start", "status": 503,
-                "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
+                "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"), (b"connection", b"close"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
     if count:

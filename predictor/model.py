@@ -14,7 +14,7 @@ import kserve
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse
 
-from predictor import encoding, metrics, tasks
+from predictor import encoding, metrics, tasks, tensors
 from predictor.batching import Batcher, BatchLimits, Draining, QueueFull
 from predictor.config import Settings
 from predictor.errors import ServingError, json_object
@@ -69,6 +69,7 @@ class SnapshotModel(kserve.Model):
     def _tensor(self, request: InferRequest, name: str) -> np.ndarray | None:
         for item in request.inputs:
             if item.name == name:
+                tensors.check(item, integers=item.datatype != "BYTES")
                 try:
                     return item.as_numpy()
                 except Exception as exc:  # noqa: BLE001 - malformed tensor data is the client's
@@ -99,6 +100,8 @@ class SnapshotModel(kserve.Model):
             mask = np.ones_like(ids)
         if mask.shape != ids.shape:
             raise ServingError("validation", "'attention_mask' must have the shape of 'input_ids'")
+        if not np.isin(mask, (0, 1)).all():
+            raise ServingError("validation", "'attention_mask' values must be 0 or 1")
         if ids.shape[1] > self.max_length:
             raise ServingError("unprocessable", f"sequences are {ids.shape[1]} tokens; this model takes {self.max_length}")
         if ids.min() < 0 or (self.vocab_size and ids.max() >= self.vocab_size):
@@ -119,6 +122,10 @@ class SnapshotModel(kserve.Model):
 
     # -- predict ---------------------------------------------------------------------------
     async def predict(self, payload, headers=None):
+        queued, limit = self.batcher.queued, self.batcher.limits.max_queue_sequences
+        if queued >= limit:  # refuse before decoding and tokenising (cheap 429s under overload)
+            raise ServingError("overloaded", f"queue full: {queued} sequences waiting (limit {limit})",
+                               retry_after=1)
         sequences = self._sequences(payload)
         try:
             rows = await self.batcher.submit(sequences)

@@ -14,7 +14,7 @@ import kserve
 import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse
 
-from predictor import encoding, metrics
+from predictor import encoding, metrics, tensors
 from predictor.batching import Batcher, BatchLimits, Draining, QueueFull
 from predictor.errors import ServingError, json_object
 from transformer.config import Settings
@@ -70,10 +70,10 @@ class EmbeddingTransformer(kserve.Model):
 
     def check_length(self, texts: list[str], truncate: bool) -> None:
         """With ``truncate: false`` a text longer than the model's maximum is refused (422)."""
-        if truncate:
-            return
         if not isinstance(truncate, bool):
             raise ServingError("validation", "'truncate' must be true or false")
+        if truncate:
+            return
         for i, n in enumerate(self.encoder.untruncated_lengths(texts)):
             if n > self.encoder.max_length:
                 raise ServingError("unprocessable", f"item {i} is {n} tokens; this model takes at most "
@@ -88,6 +88,7 @@ class EmbeddingTransformer(kserve.Model):
                 raise ServingError("validation", "expected a BYTES input named 'text'")
             if inputs["text"].datatype != "BYTES":
                 raise ServingError("validation", "input 'text' must be BYTES")
+            tensors.check(inputs["text"])
             try:
                 raw = inputs["text"].as_numpy().reshape(-1).tolist()
                 texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in raw]
@@ -126,11 +127,19 @@ class EmbeddingTransformer(kserve.Model):
         return InferRequest(model_name=self.name, infer_inputs=inputs, request_id=request_id,
                             parameters={"binary_data_output": True} if binary else None)
 
+    def refuse_if_full(self, count: int) -> None:
+        """Refuse before tokenising when the queue cannot take the request anyway (cheap 429s)."""
+        queued, limit = self.coalescer.queued, self.coalescer.limits.max_queue_sequences
+        if queued and queued + count > limit:
+            raise ServingError("overloaded", f"queue full: {queued} sequences waiting (limit {limit})",
+                               retry_after=1)
+
     def validate(self, payload):
         return payload  # preprocess validated the client's input; kserve's check expects a dict
 
     async def preprocess(self, payload, headers=None) -> Job:
         texts, form, binary = self.texts_of(payload)
+        self.refuse_if_full(len(texts))
         return Job(form, await self.tokenize(texts), binary)
 
     async def predict(self, payload: Job, headers=None, response_headers=None) -> Job:
@@ -205,6 +214,7 @@ class EmbeddingTransformer(kserve.Model):
         """texts -> (vectors [n, dim], prompt tokens): the pipeline without kserve's request types."""
         texts = self.validate_texts(texts)
         self.check_length(texts, truncate)
+        self.refuse_if_full(len(texts))
         job = await self.predict(Job(V1, await self.tokenize(texts)), headers)
         return np.stack([vector for vector, _ in job.rows]), job.tokens
 

@@ -1,0 +1,26 @@
+"""Checks on v2 input tensors that kserve leaves to the model (shared by predictor and transformer)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from predictor.errors import ServingError
+
+
+def check(tensor, integers: bool = False) -> None:
+    """Shape non-negative and matching the JSON data; with ``integers``, every value an integer."""
+    shape = list(tensor.shape or [])
+    name = tensor.name
+    if any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in shape):
+        raise ServingError("validation", f"input {name!r}: shape {shape} must be non-negative integers")
+    data = tensor.data
+    if not isinstance(data, list):
+        return  # binary data: kserve checked its size against the shape
+    try:
+        values = np.asarray(data, dtype=object).ravel()
+    except ValueError:
+        raise ServingError("validation", f"input {name!r}: data is ragged") from None
+    if values.size != int(np.prod(shape)):
+        raise ServingError("validation", f"input {name!r}: shape {shape} does not match {values.size} values")
+    if integers and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ServingError("validation", f"input {name!r}: {tensor.datatype} data must be integers")
