@@ -8,13 +8,9 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 # debian-archive-keyring: debootstrap verifies bookworm with it (Ubuntu hosts lack it by default).
 pkgs=(podman debootstrap debian-archive-keyring uidmap fuse-overlayfs)
-missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=ci/lib/apt.sh
+source ci/lib/apt.sh
+apt_install "${pkgs[@]}"
 
 MARK=/var/lib/snapserve/podman-unusable   # why podman cannot store images here, for the image tests
 podman image exists "$BASE_IMAGE" && { rm -f "$MARK"; exit 0; }

