@@ -12,7 +12,7 @@ import httpx
 from tests import procs
 from tests.hardening.load import TEXTS, Answer
 
-GRACE = 15
+GRACE = 30  # the default
 BIG = 512  # texts in the request that keeps the predictor busy while it drains
 
 
