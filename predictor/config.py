@@ -42,12 +42,8 @@ class Settings:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m predictor", parents=[flags.kserve_parser()],
-        description="snapserve predictor: a Hugging Face snapshot behind kserve with dynamic batching",
-    )
-    g = p.add_argument_group("snapserve predictor")
-    flags.add(g, "model_dir", "/mnt/models", help="Hugging Face snapshot folder (offline)")
+    p, g = flags.server_parser(
+        "python -m predictor", "snapserve predictor: a Hugging Face snapshot behind kserve with dynamic batching")
     flags.add(g, "task", "auto", choices=["auto", "embedding", "classification"], help="what to compute")
     flags.add(g, "device", "auto", choices=["auto", "cuda", "cpu"], help="where to run the model")
     flags.add(g, "dtype", "auto", choices=["auto", "bfloat16", "float16", "float32"],
@@ -57,10 +53,8 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "max_delay_ms", 2.0, float, help="longest wait for more work while the device is idle")
     flags.add(g, "instances", 1, int, help="model executions at once over shared weights")
     flags.add(g, "max_queue_sequences", 4096, int, help="sequences waiting before new requests get 429")
-    flags.add(g, "max_length", 0, int, help="truncate texts to this many tokens (0: the model's maximum)")
     flags.add(g, "warmup", True, bool, help="run warm-up forward passes before turning ready")
     flags.add(g, "verify_snapshot", True, bool, help="check snapserve-manifest.json when present")
-    flags.add(g, "grace_period", 30, int, help="seconds to finish in-flight work after SIGTERM")
     guard_limits.add_arguments(g)
     return p
 

@@ -31,6 +31,16 @@ def add(group, name: str, default, kind=str, help: str = "", **kwargs) -> None:
     group.add_argument(f"--{name}", default=value, type=convert, help=f"{help} [env {env}]", **kwargs)
 
 
+def server_parser(prog: str, description: str):
+    """kserve's parser extended with our group and the flags both servers share; returns (parser, group)."""
+    parser = argparse.ArgumentParser(prog=prog, parents=[kserve_parser()], description=description)
+    group = parser.add_argument_group(f"snapserve {prog.split()[-1]}")
+    add(group, "model_dir", "/mnt/models", help="Hugging Face snapshot folder (offline)")
+    add(group, "max_length", 0, int, help="truncate texts to this many tokens (0: the model's maximum)")
+    add(group, "grace_period", 30, int, help="seconds to finish in-flight work after SIGTERM")
+    return parser, group
+
+
 def kserve_parser() -> argparse.ArgumentParser:
     """kserve's own parser (importing kserve.model_server parses argv once, harmlessly)."""
     from kserve import model_server

@@ -43,20 +43,14 @@ class Settings:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m transformer", parents=[flags.kserve_parser()],
-        description="snapserve transformer: validation, tokenisation and post-processing on CPU",
-    )
-    g = p.add_argument_group("snapserve transformer")
-    flags.add(g, "model_dir", "/mnt/models", help="snapshot folder holding tokenizer.json and config.json")
-    flags.add(g, "max_length", 0, int, help="truncate texts to this many tokens (0: the model's maximum)")
+    p, g = flags.server_parser(
+        "python -m transformer", "snapserve transformer: validation, tokenisation and post-processing on CPU")
     flags.add(g, "max_texts", 2048, int, help="most texts in one request (more: 413)")
     flags.add(g, "max_text_chars", 100_000, int, help="longest text in characters (longer: 413)")
     flags.add(g, "coalesce_max_sequences", 256, int, help="most sequences coalesced into one predictor call")
     flags.add(g, "coalesce_delay_ms", 0.5, float, help="wait for more requests while no predictor call is in flight")
     flags.add(g, "predictor_max_in_flight", 4, int, help="predictor calls at once from this process")
     flags.add(g, "max_queue_sequences", 8192, int, help="sequences waiting for a predictor call before 429")
-    flags.add(g, "grace_period", 30, int, help="seconds to finish in-flight work after SIGTERM")
     guard.add_arguments(g)
     return p
 
