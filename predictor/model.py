@@ -127,6 +127,9 @@ class SnapshotModel(kserve.Model):
             raise ServingError("overloaded", f"queue full: {queued} sequences waiting (limit {limit})",
                                retry_after=1)
         sequences = self._sequences(payload)
+        if len(sequences) > limit:  # would hold the model for longer than a full queue does
+            raise ServingError("payload_too_large", f"{len(sequences)} sequences in one request; this predictor "
+                               f"queues at most {limit} (--max_queue_sequences)")
         try:
             rows = await self.batcher.submit(sequences)
         except QueueFull as exc:

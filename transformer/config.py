@@ -50,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "coalesce_max_sequences", 256, int, help="most sequences coalesced into one predictor call")
     flags.add(g, "coalesce_delay_ms", 0.5, float, help="wait for more requests while no predictor call is in flight")
     flags.add(g, "predictor_max_in_flight", 4, int, help="predictor calls at once from this process")
-    flags.add(g, "max_queue_sequences", 8192, int, help="sequences waiting for a predictor call before 429")
+    flags.add(g, "max_queue_sequences", 2048, int,
+              help="sequences waiting for a predictor call before 429 (size it to 1-2 s of capacity)")
     guard.add_arguments(g)
     return p
 

@@ -57,3 +57,16 @@ def test_json_without_a_json_content_type_still_works(servers, target):
                    headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 200, r.text
     assert len(r.json()["predictions"][0]) == 384
+
+
+def test_predictor_refuses_a_request_larger_than_its_queue(tmp_path):
+    from tests import procs
+
+    predictor, _ = procs.start_predictor(extra=["--max_queue_sequences", "8"], log_dir=tmp_path)
+    try:
+        r = httpx.post(f"{predictor.url}/v1/models/snap:predict", json={"instances": ["x"] * 9})
+        assert r.status_code == 413, r.text
+        assert r.json()["error_type"] == "payload_too_large"
+        assert httpx.post(f"{predictor.url}/v1/models/snap:predict", json={"instances": ["x"] * 8}).status_code == 200
+    finally:
+        predictor.stop()
