@@ -22,7 +22,8 @@ CASES = [pytest.param(h, v, id=f"{h}-{values_id(v)}") for v in CI_VALUES for h i
 
 
 def test_every_feature_has_a_ci_values_file():
-    expected = {"defaults", "gpu", "gateway", "ingress-tls", "monitoring", "autoscaling", "serverless", "everything"}
+    expected = {"defaults", "gpu", "gateway", "ingress-tls", "monitoring", "autoscaling", "serverless", "everything",
+                "auth"}
     assert {values_id(v) for v in CI_VALUES} == expected
 
 
@@ -91,6 +92,12 @@ IMPOSSIBLE = {
     "mode-via-annotations": (("kserve.annotations.serving\\.kserve\\.io/deploymentMode=Knative",),
                              ["kserve.deploymentMode"]),
     "tls-without-secret": (("ingress.enabled=true", "ingress.tls.enabled=true"), ["ingress.tls.secretName"]),
+    "auth-without-secret": (("transformer.auth.enabled=true",), ["transformer.auth.existingSecret"]),
+    "queue-below-coalesced-calls": (("predictor.batching.maxQueueSequences=1000",),
+                                    ["predictor.batching.maxQueueSequences", "transformer.coalesce.maxSequences",
+                                     "transformer.coalesce.maxInFlight", "256 x 4 = 1024", "429"]),
+    "coalesced-calls-above-queue": (("transformer.coalesce.maxSequences=1024", "transformer.coalesce.maxInFlight=8"),
+                                    ["predictor.batching.maxQueueSequences (4096)", "1024 x 8 = 8192"]),
 }
 
 
@@ -187,6 +194,8 @@ def test_podmonitor_relabels_component():
 
 NOTES = {
     "defaults": ["port-forward service/snapserve-transformer", "http://127.0.0.1:8080"],
+    "auth": ["get secret snapserve-api-keys -o jsonpath='{.data.api-keys}' | base64 -d | head -n1",
+             """-H 'Content-Type: application/json' -H "Authorization: Bearer $SNAPSERVE_API_KEY" \\"""],
     "gateway": ["SNAPSERVE_URL=https://embeddings.example.com/embeddings"],
     "ingress-tls": ["SNAPSERVE_URL=https://embeddings.example.com"],
     "serverless": ["jsonpath='{.status.url}'"],
@@ -203,6 +212,7 @@ def test_notes_print_url_and_curl(vid):
         assert text in notes, notes
     assert '"$SNAPSERVE_URL/v1/models/snapserve:predict"' in notes
     assert """-d '{"instances": ["hello world"]}'""" in notes
+    assert ("SNAPSERVE_API_KEY" in notes) == (vid == "auth"), notes
 
 
 @pytest.mark.parametrize("helm_name", HELM_NAMES)

@@ -1,4 +1,4 @@
-{{/* Names, labels, images and the one shared pod block. */}}
+{{/* Names, labels, images, the one shared pod block and the API-keys Secret volume. */}}
 
 {{- define "snapserve.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
@@ -69,10 +69,12 @@ component: {{ index . 1 }}
 {{- end }}
 
 {{/* Probes, security context, drain hook and /tmp of one server container.
-args: (root context, component values). */}}
+args: (root context, component values[, extra volumeMounts]). */}}
 {{- define "snapserve.serverContainerCommon" -}}
 {{- $root := index . 0 }}
-{{- $c := index . 1 -}}
+{{- $c := index . 1 }}
+{{- $mounts := list }}
+{{- if gt (len .) 2 }}{{ $mounts = index . 2 }}{{ end -}}
 ports:
   - name: http1
     containerPort: 8080
@@ -110,13 +112,18 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+{{- with $mounts }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* Pod-level fields shared by the predictor and transformer components.
-args: (root context, component values). */}}
+args: (root context, component values[, extra volumes]). */}}
 {{- define "snapserve.componentPod" -}}
 {{- $root := index . 0 }}
-{{- $c := index . 1 -}}
+{{- $c := index . 1 }}
+{{- $volumes := list }}
+{{- if gt (len .) 2 }}{{ $volumes = index . 2 }}{{ end -}}
 serviceAccountName: {{ include "snapserve.serviceAccountName" $root }}
 automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
 securityContext:
@@ -169,6 +176,29 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: {{ $root.Values.tmpSizeLimit }}
+{{- with $volumes }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The API-keys Secret as a volume and its mount (transformer and helm test pod); empty lists
+when transformer.auth is off. The file path is snapserve.apiKeysFile; defaultMode 288 is 0440 (owner
+root, group fsGroup: the non-root servers read it through the group). */}}
+{{- define "snapserve.apiKeysVolumes" -}}
+{{- $auth := .Values.transformer.auth }}
+{{- if $auth.enabled }}
+{{- list (dict "name" "api-keys" "secret" (dict "secretName" $auth.existingSecret "defaultMode" 288 "items" (list (dict "key" $auth.secretKey "path" "keys")))) | toJson }}
+{{- else }}[]{{ end }}
+{{- end }}
+
+{{- define "snapserve.apiKeysMounts" -}}
+{{- if .Values.transformer.auth.enabled }}
+{{- list (dict "name" "api-keys" "mountPath" "/etc/snapserve/api-keys" "readOnly" true) | toJson }}
+{{- else }}[]{{ end }}
+{{- end }}
+
+{{- define "snapserve.apiKeysFile" -}}
+/etc/snapserve/api-keys/keys
 {{- end }}
 
 {{/* "true" when pods run as plain Deployments (Standard / legacy RawDeployment). */}}

@@ -60,6 +60,14 @@ Included once from inferenceservice.yaml. */}}
 {{- fail (printf "kserve.annotations must not set %s: use kserve.deploymentMode / kserve.autoscalerClass" $key) }}
 {{- end }}
 {{- end }}
+{{- $t := $v.transformer }}
+{{- if and $t.auth.enabled (not $t.auth.existingSecret) }}
+{{- fail "transformer.auth.enabled=true needs transformer.auth.existingSecret: the name of a Secret in the release namespace with the API keys, one per line, under transformer.auth.secretKey (kubectl create secret generic NAME --from-file=api-keys=./keys.txt)" }}
+{{- end }}
+{{- $coalesced := mul (int $t.coalesce.maxSequences) (int $t.coalesce.maxInFlight) }}
+{{- if lt (int $v.predictor.batching.maxQueueSequences) $coalesced }}
+{{- fail (printf "predictor.batching.maxQueueSequences (%v) is below transformer.coalesce.maxSequences x transformer.coalesce.maxInFlight (%v x %v = %v): whole coalesced calls from one transformer would bounce with 429; raise predictor.batching.maxQueueSequences or lower transformer.coalesce.maxSequences / transformer.coalesce.maxInFlight" (int $v.predictor.batching.maxQueueSequences) (int $t.coalesce.maxSequences) (int $t.coalesce.maxInFlight) $coalesced) }}
+{{- end }}
 {{- if and (not $v.serviceAccount.create) $v.serviceAccount.annotations }}
 {{- fail "serviceAccount.annotations only apply to a created ServiceAccount: set serviceAccount.create=true or remove the annotations" }}
 {{- end }}
