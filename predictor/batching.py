@@ -60,7 +60,7 @@ class NullObserver:
 class BatchLimits:
     max_batch_size: int = 512
     max_batch_tokens: int = 32768
-    max_delay_ms: float = 2.0
+    max_delay_ms: float = 1.0
     instances: int = 1
     max_queue_sequences: int = 4096
 
@@ -169,7 +169,10 @@ class Batcher:
         self._scheduler: asyncio.Task | None = None
         self._draining = False
         self._prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batch-prep")
-        self._exec_pool = concurrent.futures.ThreadPoolExecutor(limits.instances, thread_name_prefix="batch-exec")
+        # One thread per instance, always the same: a CPU build of torch keeps an OpenMP team per
+        # calling thread, and teams of several threads spinning at once starve each other.
+        self._exec_pools = [concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"batch-exec-{i}")
+                            for i in range(limits.instances)]
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -192,7 +195,12 @@ class Batcher:
             return
         self._scheduler.cancel()
         self._prep_pool.shutdown(wait=False)
-        self._exec_pool.shutdown(wait=False)
+        for pool in self._exec_pools:
+            pool.shutdown(wait=False)
+
+    def on_each_instance(self, fn: Callable[[int], Any]) -> list[Any]:
+        """Run ``fn(instance)`` on every instance's own thread and wait (warm-up, before serving)."""
+        return [pool.submit(fn, i).result() for i, pool in enumerate(self._exec_pools)]
 
     @property
     def queued(self) -> int:
@@ -318,7 +326,7 @@ class Batcher:
         if self._async_execute:
             rows = await self._execute(prepared, instance)
         else:
-            rows = await loop.run_in_executor(self._exec_pool, self._execute, prepared, instance)
+            rows = await loop.run_in_executor(self._exec_pools[instance], self._execute, prepared, instance)
         sequences = batch.sequences
         if len(rows) != len(sequences):
             raise RuntimeError(f"execute returned {len(rows)} rows for {len(sequences)} sequences")

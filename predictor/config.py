@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
               help="auto: bf16 on CUDA when supported, else fp16 on CUDA, fp32 on CPU")
     flags.add(g, "max_batch_size", 512, int, help="most sequences in one forward pass")
     flags.add(g, "max_batch_tokens", 32768, int, help="most padded tokens in one forward pass")
-    flags.add(g, "max_delay_ms", 2.0, float, help="longest wait for more work while the device is idle")
+    flags.add(g, "max_delay_ms", 1.0, float, help="longest wait for more work while the device is idle")
     flags.add(g, "instances", 1, int, help="model executions at once over shared weights")
     flags.add(g, "max_queue_sequences", 4096, int, help="sequences waiting before new requests get 429")
     flags.add(g, "warmup", True, bool, help="run warm-up forward passes before turning ready")

@@ -110,7 +110,7 @@ class Engine:
             rows = result.cpu().numpy()
         return rows
 
-    def warmup(self, max_length: int, max_batch_size: int) -> None:
+    def warmup(self, instance: int, max_length: int, max_batch_size: int) -> None:
         """Run the shapes traffic will use once, so the first request pays no compile/alloc cost.
 
         On a GPU that means the kernels and allocator pools for small, batched and longest inputs;
@@ -121,9 +121,9 @@ class Engine:
         for size, length in shapes:
             started = time.perf_counter()
             seqs = [np.full(length, 100, dtype=np.int64)] * size
-            for instance in range(self.instances):
-                self.execute(self.prepare(seqs), instance)
-            log.info("warm-up: %d x %d tokens in %.1f ms", size, length, (time.perf_counter() - started) * 1e3)
+            self.execute(self.prepare(seqs), instance)
+            log.info("warm-up instance %d: %d x %d tokens in %.1f ms", instance, size, length,
+                     (time.perf_counter() - started) * 1e3)
 
     def gpu_memory(self) -> tuple[int, int]:
         if self.device.type != "cuda":
