@@ -20,6 +20,7 @@ class Settings:
     max_batch_tokens: int
     max_delay_ms: float
     instances: int
+    cpu_threads: int
     max_queue_sequences: int
     max_length: int
     warmup: bool
@@ -52,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "max_batch_tokens", 32768, int, help="most padded tokens in one forward pass")
     flags.add(g, "max_delay_ms", 1.0, float, help="longest wait for more work while the device is idle")
     flags.add(g, "instances", 1, int, help="model executions at once over shared weights")
+    flags.add(g, "cpu_threads", 0, int, help="CPU threads for the model on CPU, split across instances "
+              "(0: every core; set it to the pod's CPU limit)")
     flags.add(g, "max_queue_sequences", 4096, int, help="sequences waiting before new requests get 429")
     flags.add(g, "warmup", True, bool, help="run warm-up forward passes before turning ready")
     flags.add(g, "verify_snapshot", True, bool, help="check snapserve-manifest.json when present")
@@ -64,7 +67,7 @@ def load(argv: list[str] | None = None) -> Settings:
     return Settings(
         model_name=args.model_name, model_dir=Path(args.model_dir), task=args.task, device=args.device,
         dtype=args.dtype, max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens,
-        max_delay_ms=args.max_delay_ms, instances=args.instances,
+        max_delay_ms=args.max_delay_ms, instances=args.instances, cpu_threads=args.cpu_threads,
         max_queue_sequences=args.max_queue_sequences, max_length=args.max_length, warmup=args.warmup,
         verify_snapshot=args.verify_snapshot, http_port=args.http_port, grpc_port=args.grpc_port,
         workers=args.workers, grace_period=args.grace_period, max_body_bytes=args.max_body_bytes,

@@ -59,7 +59,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 class Engine:
     def __init__(self, model_dir: Path, task: str = "auto", device: str = "auto", dtype: str = "auto",
-                 instances: int = 1):
+                 instances: int = 1, cpu_threads: int = 0):
         from transformers import AutoModel, AutoModelForSequenceClassification
 
         self.model_dir = Path(model_dir)
@@ -81,8 +81,9 @@ class Engine:
         if self.device.type == "cuda":
             self.streams = [torch.cuda.Stream(self.device) for _ in range(instances)]
         else:
-            # OpenMP teams are per calling thread: N concurrent executions split the cores
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // instances))
+            # OpenMP teams are per calling thread: N concurrent executions split the cores (or the
+            # --cpu_threads budget, e.g. the pod's CPU limit, which os.cpu_count() does not see)
+            torch.set_num_threads(max(1, (cpu_threads or os.cpu_count() or 1) // instances))
             self.streams = [None] * instances
 
     @property

@@ -37,7 +37,7 @@ class SnapshotModel(kserve.Model):
         s = self.settings
         if s.verify_snapshot and snapshot.verify(s.model_dir):
             log.info("snapshot manifest verified: %s", s.model_dir / snapshot.MANIFEST)
-        self.engine = Engine(s.model_dir, s.task, s.device, s.dtype, s.instances)
+        self.engine = Engine(s.model_dir, s.task, s.device, s.dtype, s.instances, s.cpu_threads)
         if (s.model_dir / "tokenizer.json").is_file():
             self.encoder = encoding.TextEncoder(s.model_dir, s.max_length)
         max_length = self.encoder.max_length if self.encoder else encoding.model_max_length(s.model_dir)
