@@ -206,10 +206,6 @@ class Batcher:
     def queued(self) -> int:
         return len(self._pending)
 
-    @property
-    def idle(self) -> bool:
-        return self._busy == 0
-
     # -- submission ------------------------------------------------------------------------
     async def submit(self, sequences: Sequence[np.ndarray]) -> list[Any]:
         """Queue one request's sequences; returns their rows in order."""

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from predictor import flags, guard_limits
+from predictor.batching import BatchLimits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,14 +33,20 @@ class Settings:
     max_body_bytes: int
 
     def __post_init__(self):
-        for name in ("max_batch_size", "max_batch_tokens", "instances", "max_queue_sequences"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1 (got {getattr(self, name)})")
-        if self.max_delay_ms < 0:
-            raise ValueError(f"--max_delay_ms must be >= 0 (got {self.max_delay_ms})")
+        self.batch_limits()  # the batcher's own checks, at start rather than at the first request
+        if self.cpu_threads < 0:
+            raise ValueError(f"--cpu_threads must be >= 0 (got {self.cpu_threads})")
         if self.workers != 1:
             raise ValueError("--workers must be 1: the batcher and the model live in one process; "
                              "scale with replicas or --instances")
+
+
+    def batch_limits(self) -> BatchLimits:
+        try:
+            return BatchLimits(self.max_batch_size, self.max_batch_tokens, self.max_delay_ms, self.instances,
+                               self.max_queue_sequences)
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
 
 
 def parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse
 
 from predictor import encoding, metrics, tasks, tensors
-from predictor.batching import Batcher, BatchLimits, Draining, QueueFull
+from predictor.batching import Batcher, Draining, QueueFull
 from predictor.config import Settings
 from predictor.errors import ServingError, json_object
 
@@ -46,9 +46,7 @@ class SnapshotModel(kserve.Model):
         log.info("model %s: task=%s device=%s dtype=%s width=%d max_length=%d instances=%d",
                  s.model_name, self.engine.task, self.engine.device, str(self.engine.dtype).removeprefix("torch."),
                  self.engine.width, self.max_length, s.instances)
-        limits = BatchLimits(s.max_batch_size, s.max_batch_tokens, s.max_delay_ms, s.instances,
-                             s.max_queue_sequences)
-        self.batcher = Batcher(self.engine.prepare, self.engine.execute, limits, metrics.BatchObserver())
+        self.batcher = Batcher(self.engine.prepare, self.engine.execute, s.batch_limits(), metrics.BatchObserver())
         if s.warmup:  # on the threads that will serve: see Batcher's one thread per instance
             self.batcher.on_each_instance(lambda k: self.engine.warmup(k, self.max_length, s.max_batch_size))
         metrics.GPU_USED.set_function(lambda: self.engine.gpu_memory()[0])
