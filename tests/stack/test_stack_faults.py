@@ -12,21 +12,12 @@ import pytest
 import yaml
 
 from loadtest.stack.config import DEFAULT_RULES
+from tests.stack.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(900)
 # The issue's bound for "back and serving" after kill -9; a predictor's cold start is most of it.
 RECOVERY_BUDGET_S = float(os.environ.get("SNAPSERVE_RECOVERY_BUDGET_S", "10"))
 REPLICAS = {"predictor-0", "predictor-1", "transformer-0", "transformer-1"}
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def watch_restart(stack, name: str, old_pid: int, t0: float, timeout: float = 120) -> dict[str, float]:
@@ -106,20 +97,29 @@ def test_prometheus_scrapes_every_replica_and_evaluates_the_chart_rules(stack, m
     measured(f"prometheus: {len(targets)} targets up; rule groups {[g['name'] for g in groups]} loaded, all ok")
 
 
-def test_kill_9_predictor_under_load(stack, load, measured):
-    name = "predictor-0"
+def disrupt_under_load(stack, load, name: str, sig: int, access_log: str):
+    """Send ``sig`` to replica ``name`` under steady load; returns (traffic, restart marks) once nginx
+    routes to its replacement and the load has gone on after it."""
     old = stack.process(name)["pid"]
     with load() as traffic:
         traffic.wait_ok(40)
-        os.kill(old, signal.SIGKILL)
-        t0 = time.monotonic()
-        marks = watch_restart(stack, name, old, t0)
-        mark = log_size(stack, "predictor.access.log")
-        wait_for(lambda: served_by(stack, "predictor.access.log", stack.process(name)["url"], mark), 30,
+        os.kill(old, sig)
+        marks = watch_restart(stack, name, old, time.monotonic())
+        mark = log_size(stack, access_log)
+        wait_for(lambda: served_by(stack, access_log, stack.process(name)["url"], mark), 30,
                  f"nginx sending traffic to {name} again")
         traffic.wait_ok(40)  # steady load goes on after the replica is back
-    measured(f"kill -9 {name} under {traffic.rps:g} req/s: {traffic.summary()}; "
-             + ", ".join(f"{k} after {v:.1f} s" for k, v in marks.items()))
+    return traffic, marks
+
+
+def timings(marks: dict) -> str:
+    return ", ".join(f"{k} after {v:.1f} s" for k, v in marks.items())
+
+
+def test_kill_9_predictor_under_load(stack, load, measured):
+    name = "predictor-0"
+    traffic, marks = disrupt_under_load(stack, load, name, signal.SIGKILL, "predictor.access.log")
+    measured(f"kill -9 {name} under {traffic.rps:g} req/s: {traffic.summary()}; {timings(marks)}")
     assert traffic.failed <= 0.001 * traffic.total, traffic.summary()
     assert marks["respawned"] <= 1, "the supervisor restarts a replica that ran fine at once"
     assert marks["serving"] <= RECOVERY_BUDGET_S, (
@@ -129,19 +129,10 @@ def test_kill_9_predictor_under_load(stack, load, measured):
 
 def test_rolling_restart_of_a_transformer_loses_no_request(stack, load, measured):
     name = "transformer-0"
-    old = stack.process(name)["pid"]
-    with load() as traffic:
-        traffic.wait_ok(40)
-        os.kill(old, signal.SIGTERM)
-        t0 = time.monotonic()
-        marks = watch_restart(stack, name, old, t0)
-        mark = log_size(stack, "api.access.log")
-        wait_for(lambda: served_by(stack, "api.access.log", stack.process(name)["url"], mark), 30,
-                 f"nginx sending traffic to {name} again")
-        traffic.wait_ok(40)
+    traffic, marks = disrupt_under_load(stack, load, name, signal.SIGTERM, "api.access.log")
     drained = f"{name}: exited with 0;" in stack.output()
     measured(f"SIGTERM {name} under {traffic.rps:g} req/s: {traffic.summary()}; drained and exited 0: {drained}; "
-             + ", ".join(f"{k} after {v:.1f} s" for k, v in marks.items()))
+             f"{timings(marks)}")
     assert traffic.failed == 0, traffic.summary()
     assert drained, "a SIGTERMed transformer drains and exits 0"
 

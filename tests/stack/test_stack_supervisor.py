@@ -12,18 +12,9 @@ from pathlib import Path
 
 from loadtest.stack.supervisor import Backoff, Supervised
 from loadtest.stack.unpriv import launch
+from tests.stack.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(cond, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def gone(pid: int) -> bool:
