@@ -202,10 +202,6 @@ class Batcher:
         """Run ``fn(instance)`` on every instance's own thread and wait (warm-up, before serving)."""
         return [pool.submit(fn, i).result() for i, pool in enumerate(self._exec_pools)]
 
-    @property
-    def queued(self) -> int:
-        return len(self._pending)
-
     # -- submission ------------------------------------------------------------------------
     async def submit(self, sequences: Sequence[np.ndarray]) -> list[Any]:
         """Queue one request's sequences; returns their rows in order."""
@@ -214,9 +210,7 @@ class Batcher:
         if not sequences:
             return []
         self.start()
-        waiting = len(self._pending)
-        if waiting + len(sequences) > self.limits.max_queue_sequences and waiting > 0:
-            raise QueueFull(waiting, self.limits.max_queue_sequences, self._retry_after())
+        self.admit(len(sequences))
         loop = asyncio.get_running_loop()
         req = _Request(sequences, loop.create_future())
         self._pending.extend((req, i) for i in range(len(sequences)))
@@ -227,6 +221,13 @@ class Batcher:
         except asyncio.CancelledError:
             req.cancelled = True  # its queued sequences are dropped when met
             raise
+
+    def admit(self, count: int) -> None:
+        """Raise QueueFull when ``count`` more sequences would not fit: the check ``submit`` makes,
+        callable first so a caller can refuse before costly decoding. An empty queue takes anything."""
+        waiting = len(self._pending)
+        if waiting and waiting + count > self.limits.max_queue_sequences:
+            raise QueueFull(waiting, self.limits.max_queue_sequences, self._retry_after())
 
     def _retry_after(self) -> float:
         return max(1.0, round(len(self._pending) / max(1, self.limits.max_batch_size) * 0.05, 1))

@@ -6,6 +6,7 @@ traceback stays in the log. Shared by predictor and transformer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import uuid
@@ -42,6 +43,19 @@ class ServingError(Exception):
     @property
     def status(self) -> int:
         return STATUS[self.error_type]
+
+
+@contextlib.contextmanager
+def batcher_refusals():
+    """A batcher's refusals as clients see them: queue full -> 429, draining -> 503."""
+    from predictor.batching import Draining, QueueFull
+
+    try:
+        yield
+    except QueueFull as exc:
+        raise ServingError("overloaded", str(exc), retry_after=exc.retry_after) from None
+    except Draining:
+        raise ServingError("unavailable", "server is shutting down", retry_after=1) from None
 
 
 def json_object(raw: bytes | bytearray | str) -> dict:

@@ -15,9 +15,9 @@ import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse
 
 from predictor import encoding, metrics, tasks, tensors
-from predictor.batching import Batcher, Draining, QueueFull
+from predictor.batching import Batcher
 from predictor.config import Settings
-from predictor.errors import ServingError, json_object
+from predictor.errors import ServingError, batcher_refusals, json_object
 
 log = logging.getLogger("snapserve.predictor")
 
@@ -120,20 +120,15 @@ class SnapshotModel(kserve.Model):
 
     # -- predict ---------------------------------------------------------------------------
     async def predict(self, payload, headers=None):
-        queued, limit = self.batcher.queued, self.batcher.limits.max_queue_sequences
-        if queued >= limit:  # refuse before decoding and tokenising (cheap 429s under overload)
-            raise ServingError("overloaded", f"queue full: {queued} sequences waiting (limit {limit})",
-                               retry_after=1)
+        with batcher_refusals():
+            self.batcher.admit(1)  # refuse before decoding and tokenising (cheap 429s under overload)
         sequences = self._sequences(payload)
+        limit = self.batcher.limits.max_queue_sequences
         if len(sequences) > limit:  # would hold the model for longer than a full queue does
             raise ServingError("payload_too_large", f"{len(sequences)} sequences in one request; this predictor "
                                f"queues at most {limit} (--max_queue_sequences)")
-        try:
+        with batcher_refusals():
             rows = await self.batcher.submit(sequences)
-        except QueueFull as exc:
-            raise ServingError("overloaded", str(exc), retry_after=exc.retry_after) from None
-        except Draining:
-            raise ServingError("unavailable", "server is shutting down", retry_after=1) from None
         metrics.SEQUENCES.labels("predictor").inc(len(sequences))
         matrix = np.stack(rows).astype(np.float32, copy=False)
         if isinstance(payload, InferRequest):

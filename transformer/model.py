@@ -15,8 +15,8 @@ import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse
 
 from predictor import encoding, metrics, tensors
-from predictor.batching import Batcher, BatchLimits, Draining, QueueFull
-from predictor.errors import ServingError, json_object
+from predictor.batching import Batcher, BatchLimits
+from predictor.errors import ServingError, batcher_refusals, json_object
 from transformer.config import Settings
 
 log = logging.getLogger("snapserve.transformer")
@@ -129,10 +129,8 @@ class EmbeddingTransformer(kserve.Model):
 
     def refuse_if_full(self, count: int) -> None:
         """Refuse before tokenising when the queue cannot take the request anyway (cheap 429s)."""
-        queued, limit = self.coalescer.queued, self.coalescer.limits.max_queue_sequences
-        if queued and queued + count > limit:
-            raise ServingError("overloaded", f"queue full: {queued} sequences waiting (limit {limit})",
-                               retry_after=1)
+        with batcher_refusals():
+            self.coalescer.admit(count)
 
     def validate(self, payload):
         return payload  # preprocess validated the client's input; kserve's check expects a dict
@@ -143,12 +141,8 @@ class EmbeddingTransformer(kserve.Model):
         return Job(form, await self.tokenize(texts), binary)
 
     async def predict(self, payload: Job, headers=None, response_headers=None) -> Job:
-        try:
+        with batcher_refusals():
             payload.rows = await self.coalescer.submit(payload.sequences)
-        except QueueFull as exc:
-            raise ServingError("overloaded", str(exc), retry_after=exc.retry_after) from None
-        except Draining:
-            raise ServingError("unavailable", "server is shutting down", retry_after=1) from None
         return payload
 
     async def _call_predictor(self, sequences: list[np.ndarray], _instance: int = 0) -> list:
