@@ -77,14 +77,7 @@ class SnapshotModel(kserve.Model):
     def _sequences_v2(self, request: InferRequest) -> list[np.ndarray]:
         names = {i.name: i.datatype for i in request.inputs}
         if "text" in names:
-            if names["text"] != "BYTES":
-                raise ServingError("validation", "input 'text' must be BYTES")
-            raw = self._tensor(request, "text").reshape(-1).tolist()
-            try:
-                texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in raw]
-            except UnicodeDecodeError:
-                raise ServingError("validation", "input 'text' is not valid UTF-8") from None
-            return self._texts(texts)
+            return self._texts(tensors.texts(next(i for i in request.inputs if i.name == "text")))
         if "input_ids" not in names:
             raise ServingError("validation", "expected input 'input_ids' (+ 'attention_mask') or 'text'")
         for name in ("input_ids", "attention_mask"):

@@ -24,3 +24,15 @@ def check(tensor, integers: bool = False) -> None:
         raise ServingError("validation", f"input {name!r}: shape {shape} does not match {values.size} values")
     if integers and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ServingError("validation", f"input {name!r}: {tensor.datatype} data must be integers")
+
+
+def texts(tensor) -> list[str]:
+    """A v2 BYTES input as UTF-8 strings (shape checked against the data), or a clear 400."""
+    if tensor.datatype != "BYTES":
+        raise ServingError("validation", f"input {tensor.name!r} must be BYTES")
+    check(tensor)
+    try:
+        raw = tensor.as_numpy().reshape(-1).tolist()
+        return [t.decode("utf-8") if isinstance(t, bytes) else t for t in raw]
+    except Exception as exc:  # noqa: BLE001 - malformed tensor data is the client's
+        raise ServingError("validation", f"input {tensor.name!r} is not valid UTF-8 text ({exc})") from None

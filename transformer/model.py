@@ -86,14 +86,7 @@ class EmbeddingTransformer(kserve.Model):
             inputs = {i.name: i for i in payload.inputs}
             if "text" not in inputs:
                 raise ServingError("validation", "expected a BYTES input named 'text'")
-            if inputs["text"].datatype != "BYTES":
-                raise ServingError("validation", "input 'text' must be BYTES")
-            tensors.check(inputs["text"])
-            try:
-                raw = inputs["text"].as_numpy().reshape(-1).tolist()
-                texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in raw]
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise ServingError("validation", f"input 'text' is not valid UTF-8 text ({exc})") from None
+            texts = tensors.texts(inputs["text"])
             params = payload.parameters or {}
             binary = bool(params.get("binary_data_output"))
             texts = self.validate_texts(texts)
