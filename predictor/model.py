@@ -12,7 +12,7 @@ import uuid
 
 import kserve
 import numpy as np
-from kserve import InferOutput, InferRequest, InferResponse
+from kserve import InferRequest
 
 from predictor import encoding, metrics, tasks, tensors
 from predictor.batching import Batcher
@@ -124,29 +124,14 @@ class SnapshotModel(kserve.Model):
             rows = await self.batcher.submit(sequences)
         metrics.SEQUENCES.labels("predictor").inc(len(sequences))
         matrix = np.stack(rows).astype(np.float32, copy=False)
+        labels = None
+        if self.engine.task == tasks.CLASSIFICATION:
+            labels = [self.engine.labels[i] for i in matrix.argmax(axis=1)]
         if isinstance(payload, InferRequest):
-            return self._v2_response(payload, matrix)
-        return {"predictions": self._v1_rows(matrix)}
-
-    def _v1_rows(self, matrix: np.ndarray) -> list:
-        if self.engine.task == tasks.CLASSIFICATION:
-            best = matrix.argmax(axis=1)
-            return [{"label": self.engine.labels[i], "score": float(matrix[r, i])} for r, i in enumerate(best)]
-        return matrix.tolist()
-
-    def _v2_response(self, request: InferRequest, matrix: np.ndarray) -> InferResponse:
-        binary = bool(request.parameters and request.parameters.get("binary_data_output")) and not request.from_grpc
-        name = "probabilities" if self.engine.task == tasks.CLASSIFICATION else "embedding"
-        out = InferOutput(name=name, shape=list(matrix.shape), datatype="FP32")
-        out.set_data_from_numpy(matrix, binary_data=binary)
-        outputs = [out]
-        if self.engine.task == tasks.CLASSIFICATION:
-            labels = np.array([self.engine.labels[i].encode() for i in matrix.argmax(axis=1)], dtype=np.object_)
-            label = InferOutput(name="label", shape=[len(labels)], datatype="BYTES")
-            label.set_data_from_numpy(labels, binary_data=binary)
-            outputs.append(label)
-        return InferResponse(response_id=request.id or uuid.uuid4().hex, model_name=self.name,
-                             infer_outputs=outputs, use_binary_outputs=binary)
+            params = payload.parameters or {}
+            binary = bool(params.get("binary_data_output")) and not payload.from_grpc
+            return tensors.response(self.name, payload.id or uuid.uuid4().hex, matrix, labels, binary)
+        return {"predictions": tensors.predictions(matrix, labels)}
 
     async def drain(self) -> None:
         """Turn not-ready, then finish everything accepted."""

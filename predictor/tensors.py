@@ -36,3 +36,27 @@ def texts(tensor) -> list[str]:
         return [t.decode("utf-8") if isinstance(t, bytes) else t for t in raw]
     except Exception as exc:  # noqa: BLE001 - malformed tensor data is the client's
         raise ServingError("validation", f"input {tensor.name!r} is not valid UTF-8 text ({exc})") from None
+
+
+def predictions(matrix: np.ndarray, labels: list[str] | None) -> list:
+    """v1 ``predictions``: vectors, or for a classifier ``{"label", "score"}`` per row."""
+    if labels is None:
+        return matrix.tolist()
+    return [{"label": lab, "score": float(row.max())} for lab, row in zip(labels, matrix, strict=True)]
+
+
+def response(model_name: str, response_id: str, matrix: np.ndarray, labels: list[str] | None,
+             binary: bool):
+    """v2 answer: FP32 ``embedding`` [n, dim], or ``probabilities`` [n, k] plus BYTES ``label`` [n]."""
+    from kserve import InferOutput, InferResponse
+
+    out = InferOutput(name="embedding" if labels is None else "probabilities", shape=list(matrix.shape),
+                      datatype="FP32")
+    out.set_data_from_numpy(matrix, binary_data=binary)
+    outputs = [out]
+    if labels is not None:
+        label = InferOutput(name="label", shape=[len(labels)], datatype="BYTES")
+        label.set_data_from_numpy(np.array([lab.encode() for lab in labels], dtype=np.object_), binary_data=binary)
+        outputs.append(label)
+    return InferResponse(response_id=response_id, model_name=model_name, infer_outputs=outputs,
+                         use_binary_outputs=binary)

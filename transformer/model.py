@@ -12,7 +12,7 @@ import uuid
 import httpx
 import kserve
 import numpy as np
-from kserve import InferInput, InferOutput, InferRequest, InferResponse
+from kserve import InferInput, InferRequest, InferResponse
 
 from predictor import encoding, metrics, tensors
 from predictor.batching import Batcher, BatchLimits
@@ -176,19 +176,8 @@ class EmbeddingTransformer(kserve.Model):
         labels = [label for _, label in job.rows] if self.classification else None
         metrics.SEQUENCES.labels("transformer").inc(len(matrix))
         if job.form == V1:
-            if labels is not None:
-                return {"predictions": [{"label": lab, "score": float(row.max())} for lab, row in zip(labels, matrix, strict=True)]}
-            return {"predictions": matrix.tolist()}
-        out = InferOutput(name="probabilities" if labels else "embedding", shape=list(matrix.shape), datatype="FP32")
-        out.set_data_from_numpy(matrix, binary_data=job.binary)
-        outputs = [out]
-        if labels is not None:
-            label = InferOutput(name="label", shape=[len(labels)], datatype="BYTES")
-            label.set_data_from_numpy(np.array([lab.encode() for lab in labels], dtype=np.object_),
-                                      binary_data=job.binary)
-            outputs.append(label)
-        return InferResponse(response_id=uuid.uuid4().hex, model_name=self.name, infer_outputs=outputs,
-                             use_binary_outputs=job.binary)
+            return {"predictions": tensors.predictions(matrix, labels)}
+        return tensors.response(self.name, uuid.uuid4().hex, matrix, labels, job.binary)
 
     @staticmethod
     def labels_of(response: InferResponse) -> list[str] | None:
