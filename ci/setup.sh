@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Installs everything snapshot serving and its tests need on a fresh Debian/Ubuntu box (as root):
-# runs ci/setup.d/*.sh in order. Idempotent: a second run only checks.
+# Installs what snapserve needs on a fresh Debian/Ubuntu box (as root), by running ci/setup.d/*.sh in order.
+#   bash ci/setup.sh serve   only what serving the default model needs (the README's run command)
+#   bash ci/setup.sh         everything: serving plus every test tool (the README's test command)
+# Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for step in ci/setup.d/*.sh; do
+SERVE=(ci/setup.d/10-apt.sh ci/setup.d/20-venv.sh ci/setup.d/30-model.sh)
+case "${1:-test}" in
+  serve) steps=("${SERVE[@]}") ;;
+  test) steps=(ci/setup.d/*.sh) ;;
+  *) echo "usage: bash ci/setup.sh [serve|test]" >&2; exit 2 ;;
+esac
+for step in "${steps[@]}"; do
   echo "setup: $step"
   bash "$step"
 done

@@ -23,10 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     import kserve
     from kserve import model_server
 
-    from predictor import errors, flags, guard_limits, lifecycle
-    from predictor.engine import SnapshotInvalid
     from predictor.model import SnapshotModel
-    from predictor.snapshot import SnapshotError
+    from snapserve import flags, gate, http_errors, lifecycle
+    from snapserve.metadata import SnapshotInvalid
+    from snapserve.snapshot import SnapshotError
 
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port, workers=1,
                                 grace_period=settings.grace_period)
@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot serve: %s", exc)
         print(f"predictor: cannot serve: {exc}", file=sys.stderr)
         return 1
-    errors.install(model_server.app)
-    guard_limits.install(model_server.app, settings)
-    model_server.app.add_middleware(lifecycle.RequestGate, component="predictor")
+    http_errors.install(model_server.app)
+    gate.install(model_server.app, "predictor", settings.max_body_bytes)
+    log.info("max body %d bytes", settings.max_body_bytes)
     lifecycle.run(server, model, settings.grace_period)
     return 0
 

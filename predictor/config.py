@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from predictor import flags, guard_limits
-from predictor.batching import BatchLimits
+from snapserve import flags, metadata
+from snapserve.batching import BatchLimits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,6 @@ class Settings:
             raise ValueError("--workers must be 1: the batcher and the model live in one process; "
                              "scale with replicas or --instances")
 
-
     def batch_limits(self) -> BatchLimits:
         try:
             return BatchLimits(self.max_batch_size, self.max_batch_tokens, self.max_delay_ms, self.instances,
@@ -51,8 +50,8 @@ class Settings:
 
 def parser() -> argparse.ArgumentParser:
     p, g = flags.server_parser(
-        "python -m predictor", "snapserve predictor: a Hugging Face snapshot behind kserve with dynamic batching")
-    flags.add(g, "task", "auto", choices=["auto", "embedding", "classification"], help="what to compute")
+        "predictor", "snapserve predictor: a Hugging Face snapshot behind kserve with dynamic batching")
+    flags.add(g, "task", "auto", choices=["auto", *metadata.TASKS], help="what to compute")
     flags.add(g, "device", "auto", choices=["auto", "cuda", "cpu"], help="where to run the model")
     flags.add(g, "dtype", "auto", choices=["auto", "bfloat16", "float16", "float32"],
               help="auto: bf16 on CUDA when supported, else fp16 on CUDA, fp32 on CPU")
@@ -65,7 +64,6 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "max_queue_sequences", 4096, int, help="sequences waiting before new requests get 429")
     flags.add(g, "warmup", True, bool, help="run warm-up forward passes before turning ready")
     flags.add(g, "verify_snapshot", True, bool, help="check snapserve-manifest.json when present")
-    guard_limits.add_arguments(g)
     return p
 
 

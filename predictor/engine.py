@@ -1,44 +1,43 @@
-"""The model on its device: loading a snapshot offline, padding batches, forward passes.
+"""The engine seam: a model on its device behind four calls, so the batcher and the kserve model
+know nothing of torch (and later engines, e.g. ONNX Runtime, slot in beside ``TorchEngine``).
 
-``prepare`` builds tensors on a CPU thread (pinned memory on CUDA); ``execute`` runs one batch
-on instance ``k``: its own CUDA stream on a GPU, its share of the CPU threads otherwise. The
-weights are loaded once and shared by every instance.
+An engine loads a snapshot and exposes ``prepare(sequences)`` (tensors built on a CPU thread),
+``execute(prepared, instance)`` (one forward pass, one float32 row per sequence), ``warmup(...)``
+and ``describe()`` (device, dtype, width, task). The task head turns outputs into rows.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from predictor import encoding, tasks
+from predictor import heads
+from snapserve import metadata, tokenizer
+from snapserve.metadata import ModelInfo, SnapshotInvalid
 
 log = logging.getLogger("snapserve.predictor")
 
 
-class SnapshotInvalid(RuntimeError):
-    """The model folder cannot be served; the message says what is missing."""
+class Engine(Protocol):
+    info: ModelInfo
+
+    def prepare(self, sequences: list[np.ndarray]) -> Any: ...
+    def execute(self, prepared: Any, instance: int = 0) -> np.ndarray: ...
+    def warmup(self, instance: int, max_length: int, max_batch_size: int) -> None: ...
+    def describe(self) -> dict: ...
+    def gpu_memory(self) -> tuple[int, int]: ...
 
 
-def check_snapshot(model_dir: Path) -> dict:
-    """Fail fast with one line naming what is missing; returns config.json."""
-    if not model_dir.is_dir():
-        raise SnapshotInvalid(f"model folder {model_dir} does not exist (set --model_dir / MODEL_DIR)")
-    config_path = model_dir / "config.json"
-    if not config_path.is_file():
-        raise SnapshotInvalid(f"{config_path} is missing: not a Hugging Face snapshot")
-    if not any(model_dir.glob("*.safetensors")):
+def check_weights(model_dir: Path) -> None:
+    if not any(Path(model_dir).glob("*.safetensors")):
         raise SnapshotInvalid(f"no *.safetensors weights in {model_dir} (pickle weights are not loaded)")
-    try:
-        return json.loads(config_path.read_text())
-    except ValueError as exc:
-        raise SnapshotInvalid(f"{config_path} is not valid JSON ({exc})") from None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -57,23 +56,23 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-class Engine:
-    def __init__(self, model_dir: Path, task: str = "auto", device: str = "auto", dtype: str = "auto",
+class TorchEngine:
+    """transformers' model in eager torch; the weights are loaded once and shared by every instance:
+    each has its own CUDA stream on a GPU, its share of the CPU threads otherwise."""
+
+    def __init__(self, model_dir: Path, info: ModelInfo, device: str = "auto", dtype: str = "auto",
                  instances: int = 1, cpu_threads: int = 0):
-        from transformers import AutoModel, AutoModelForSequenceClassification
+        import transformers
 
         self.model_dir = Path(model_dir)
-        self.config = check_snapshot(self.model_dir)
-        self.task = tasks.detect_task(self.config, task)
+        self.info = info
+        check_weights(self.model_dir)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.pooling = tasks.read_pooling(self.model_dir)
-        self.labels = tasks.labels(self.config) if self.task == tasks.CLASSIFICATION else []
-        self.pad_id = self.config.get("pad_token_id") or 0
-        cls = AutoModelForSequenceClassification if self.task == tasks.CLASSIFICATION else AutoModel
+        self.head = heads.for_task(info)
+        cls = getattr(transformers, self.head.auto_class)
         try:
-            model = cls.from_pretrained(self.model_dir, local_files_only=True, use_safetensors=True,
-                                        dtype=self.dtype)
+            model = cls.from_pretrained(self.model_dir, local_files_only=True, use_safetensors=True, dtype=self.dtype)
         except Exception as exc:  # one clear line, not a half-ready pod
             raise SnapshotInvalid(f"weights in {self.model_dir} do not load: {exc}".splitlines()[0]) from exc
         self.model = model.to(self.device).eval()
@@ -86,12 +85,12 @@ class Engine:
             torch.set_num_threads(max(1, (cpu_threads or os.cpu_count() or 1) // instances))
             self.streams = [None] * instances
 
-    @property
-    def width(self) -> int:
-        return len(self.labels) if self.task == tasks.CLASSIFICATION else int(self.config.get("hidden_size", 0))
+    def describe(self) -> dict:
+        return {"engine": "torch", "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                "width": self.info.width, "task": self.info.task}
 
     def prepare(self, sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, mask = encoding.pad(sequences, self.pad_id)
+        ids, mask = tokenizer.pad(sequences, self.info.pad_id)
         ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
         if self.device.type == "cuda":
             ids_t, mask_t = ids_t.pin_memory(), mask_t.pin_memory()
@@ -103,12 +102,7 @@ class Engine:
         with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             ids = ids.to(self.device, non_blocking=True)
             mask = mask.to(self.device, non_blocking=True)
-            out = self.model(input_ids=ids, attention_mask=mask)
-            if self.task == tasks.CLASSIFICATION:
-                result = torch.softmax(out.logits.float(), dim=-1)
-            else:
-                result = tasks.pool(out.last_hidden_state, mask, self.pooling)
-            rows = result.cpu().numpy()
+            rows = self.head(self.model(input_ids=ids, attention_mask=mask), mask).cpu().numpy()
         return rows
 
     def warmup(self, instance: int, max_length: int, max_batch_size: int) -> None:
@@ -132,3 +126,9 @@ class Engine:
         free, total = torch.cuda.mem_get_info(self.device)
         return total - free, total
 
+
+def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str = "auto", instances: int = 1,
+         cpu_threads: int = 0, max_length: int = 0) -> Engine:
+    """The engine for the snapshot in ``model_dir`` (torch today)."""
+    info = metadata.read(model_dir, task, max_length)
+    return TorchEngine(model_dir, info, device, dtype, instances, cpu_threads)

@@ -14,10 +14,11 @@ import kserve
 import numpy as np
 from kserve import InferRequest
 
-from predictor import encoding, metrics, tasks, tensors
-from predictor.batching import Batcher
 from predictor.config import Settings
-from predictor.errors import ServingError, batcher_refusals, json_object
+from snapserve import metrics, tensors, tokenizer
+from snapserve.batching import Batcher
+from snapserve.errors import ServingError, batcher_refusals, json_object
+from snapserve.metadata import CLASSIFICATION
 
 log = logging.getLogger("snapserve.predictor")
 
@@ -27,25 +28,24 @@ class SnapshotModel(kserve.Model):
         super().__init__(settings.model_name)
         self.settings = settings
         self.engine = None
-        self.encoder: encoding.TextEncoder | None = None
+        self.encoder: tokenizer.TextEncoder | None = None
         self.batcher: Batcher | None = None
 
     def load(self) -> bool:
-        from predictor import snapshot
-        from predictor.engine import Engine
+        from predictor import engine
+        from snapserve import snapshot
 
         s = self.settings
         if s.verify_snapshot and snapshot.verify(s.model_dir):
             log.info("snapshot manifest verified: %s", s.model_dir / snapshot.MANIFEST)
-        self.engine = Engine(s.model_dir, s.task, s.device, s.dtype, s.instances, s.cpu_threads)
+        self.engine = engine.load(s.model_dir, s.task, s.device, s.dtype, s.instances, s.cpu_threads, s.max_length)
+        self.info = self.engine.info
         if (s.model_dir / "tokenizer.json").is_file():
-            self.encoder = encoding.TextEncoder(s.model_dir, s.max_length)
-        max_length = self.encoder.max_length if self.encoder else encoding.model_max_length(s.model_dir)
-        self.max_length = s.max_length or max_length
-        self.vocab_size = int(self.engine.config.get("vocab_size", 0)) or None
-        log.info("model %s: task=%s device=%s dtype=%s width=%d max_length=%d instances=%d",
-                 s.model_name, self.engine.task, self.engine.device, str(self.engine.dtype).removeprefix("torch."),
-                 self.engine.width, self.max_length, s.instances)
+            self.encoder = tokenizer.TextEncoder(s.model_dir, self.info)
+        self.max_length = self.info.max_length
+        self.vocab_size = self.info.vocab_size
+        log.info("model %s: %s max_length=%d instances=%d", s.model_name,
+                 " ".join(f"{k}={v}" for k, v in self.engine.describe().items()), self.max_length, s.instances)
         self.batcher = Batcher(self.engine.prepare, self.engine.execute, s.batch_limits(), metrics.BatchObserver())
         if s.warmup:  # on the threads that will serve: see Batcher's one thread per instance
             self.batcher.on_each_instance(lambda k: self.engine.warmup(k, self.max_length, s.max_batch_size))
@@ -97,7 +97,7 @@ class SnapshotModel(kserve.Model):
             raise ServingError("unprocessable", f"sequences are {ids.shape[1]} tokens; this model takes {self.max_length}")
         if ids.min() < 0 or (self.vocab_size and ids.max() >= self.vocab_size):
             raise ServingError("validation", f"token ids must be in [0, {self.vocab_size})")
-        sequences = encoding.unpad(ids.astype(np.int64, copy=False), mask)
+        sequences = tokenizer.unpad(ids.astype(np.int64, copy=False), mask)
         if any(len(s) == 0 for s in sequences):
             raise ServingError("validation", "every sequence needs at least one token")
         return sequences
@@ -125,12 +125,12 @@ class SnapshotModel(kserve.Model):
         metrics.SEQUENCES.labels("predictor").inc(len(sequences))
         matrix = np.stack(rows).astype(np.float32, copy=False)
         labels = None
-        if self.engine.task == tasks.CLASSIFICATION:
-            labels = [self.engine.labels[i] for i in matrix.argmax(axis=1)]
+        if self.info.task == CLASSIFICATION:
+            labels = [self.info.labels[i] for i in matrix.argmax(axis=1)]
         if isinstance(payload, InferRequest):
             params = payload.parameters or {}
             binary = bool(params.get("binary_data_output")) and not payload.from_grpc
-            return tensors.response(self.name, payload.id or uuid.uuid4().hex, matrix, labels, binary)
+            return tensors.response(self.name, response_id(payload, headers), matrix, labels, binary)
         return {"predictions": tensors.predictions(matrix, labels)}
 
     async def drain(self) -> None:
@@ -138,3 +138,8 @@ class SnapshotModel(kserve.Model):
         self.ready = False
         if self.batcher is not None:
             await asyncio.wait_for(self.batcher.drain(), self.settings.grace_period)
+
+
+def response_id(request: InferRequest, headers) -> str:
+    """A v2 answer's id is its request's (Open Inference Protocol), else the x-request-id."""
+    return request.id or (headers or {}).get("x-request-id") or uuid.uuid4().hex

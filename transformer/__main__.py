@@ -18,31 +18,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import kserve
     from kserve import model_server
-    from kserve.predictor_config import PredictorConfig
 
-    from predictor import errors, flags, lifecycle
+    from snapserve import flags, http_errors, lifecycle
+    from snapserve.metadata import SnapshotInvalid
     from transformer import guard, openai_api
     from transformer.model import EmbeddingTransformer
 
-    predictor = PredictorConfig(
-        predictor_host=settings.predictor_host, predictor_protocol=settings.predictor_protocol,
-        predictor_request_timeout_seconds=settings.predictor_timeout,
-        predictor_health_check=settings.predictor_health_check,
-    )
+    # No kserve PredictorConfig: the transformer's own PredictorClient calls the predictor.
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port,
-                                workers=settings.workers, grace_period=settings.grace_period,
-                                predictor_config=predictor)
+                                workers=settings.workers, grace_period=settings.grace_period)
     lifecycle.configure_logging()
     log.info("settings: %s", flags.describe(settings))
     try:
         model = EmbeddingTransformer(settings)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, SnapshotInvalid) as exc:
         print(f"transformer: cannot serve: {exc}", file=sys.stderr)
         return 1
-    errors.install(model_server.app)
+    http_errors.install(model_server.app)
     model_server.app.include_router(openai_api.router(model))
     guard.install(model_server.app, settings.guard)
-    model_server.app.add_middleware(lifecycle.RequestGate, component="transformer")
     lifecycle.run(server, model, settings.grace_period)
     return 0
 

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from predictor import flags
+from snapserve import flags
 from transformer import guard
 
 
@@ -17,6 +17,7 @@ class Settings:
     predictor_host: str
     predictor_protocol: str
     predictor_timeout: int
+    predictor_use_ssl: bool
     predictor_health_check: bool
     max_length: int
     max_texts: int
@@ -40,11 +41,13 @@ class Settings:
                      "max_queue_sequences"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1")
+        if not self.coalesce_delay_ms >= 0:  # the coalescer would report it as its own max_delay_ms
+            raise ValueError(f"--coalesce_delay_ms must be >= 0 (got {self.coalesce_delay_ms})")
 
 
 def parser() -> argparse.ArgumentParser:
     p, g = flags.server_parser(
-        "python -m transformer", "snapserve transformer: validation, tokenisation and post-processing on CPU")
+        "transformer", "snapserve transformer: validation, tokenisation and post-processing on CPU")
     flags.add(g, "max_texts", 2048, int, help="most texts in one request (more: 413)")
     flags.add(g, "max_text_chars", 100_000, int, help="longest text in characters (longer: 413)")
     flags.add(g, "coalesce_max_sequences", 256, int, help="most sequences coalesced into one predictor call")
@@ -64,6 +67,7 @@ def load(argv: list[str] | None = None) -> Settings:
     return Settings(
         model_name=args.model_name, model_dir=Path(args.model_dir), predictor_host=args.predictor_host or "",
         predictor_protocol=protocol, predictor_timeout=args.predictor_request_timeout_seconds,
+        predictor_use_ssl=args.predictor_use_ssl,
         predictor_health_check=args.enable_predictor_health_check, max_length=args.max_length, max_texts=args.max_texts,
         max_text_chars=args.max_text_chars, coalesce_max_sequences=args.coalesce_max_sequences,
         coalesce_delay_ms=args.coalesce_delay_ms, predictor_max_in_flight=args.predictor_max_in_flight,

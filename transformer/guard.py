@@ -25,9 +25,8 @@ import re
 import time
 from pathlib import Path
 
-from predictor import flags
-from predictor.bodylimit import DEFAULT_MAX_BODY_BYTES, BodyLimit, header, reject
-from predictor.guard_limits import ClosedRoutes
+from snapserve import flags, gate
+from snapserve.bodylimit import header, reject
 
 log = logging.getLogger("snapserve.guard")
 
@@ -41,7 +40,7 @@ class GuardSettings:
     api_keys_file: str = ""
     rate_limit_rps: float = 0.0
     rate_limit_burst: int = 0
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_body_bytes: int = flags.MAX_BODY_BYTES["transformer"]
     max_concurrent_requests: int = 0
 
     def __post_init__(self):
@@ -68,7 +67,6 @@ def add_arguments(group) -> None:
               "address without keys); 0: no limit")
     flags.add(group, "rate_limit_burst", 0, int, help="requests a caller may send at once above the rate "
               "(0: one second's worth)")
-    flags.add(group, "max_body_bytes", DEFAULT_MAX_BODY_BYTES, int, help="largest request body (more: 413)")
     flags.add(group, "max_concurrent_requests", 0, int, help="requests in this process at once; more get 429 "
               "at the door, before their body is read (0: no limit)")
 
@@ -79,7 +77,7 @@ def settings_from(args) -> GuardSettings:
         api_keys_file=getattr(args, "api_keys_file", "") or "",
         rate_limit_rps=float(getattr(args, "rate_limit_rps", 0) or 0),
         rate_limit_burst=int(getattr(args, "rate_limit_burst", 0) or 0),
-        max_body_bytes=int(getattr(args, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
+        max_body_bytes=int(getattr(args, "max_body_bytes", flags.MAX_BODY_BYTES["transformer"])),
         max_concurrent_requests=int(getattr(args, "max_concurrent_requests", 0) or 0),
     )
 
@@ -207,18 +205,18 @@ def bearer(scope) -> str:
 
 
 def install(app, args) -> GuardSettings:
-    """Add the body limit and, when configured, keys and rate limit to kserve's FastAPI app.
+    """Put the HTTP gate and, when configured, keys, rate limit and door shedding on kserve's app.
 
-    ``args``: GuardSettings, parsed arguments, or settings carrying the flag names. Call it
-    before the server starts, and before adding middleware that should see the refusals.
+    ``args``: GuardSettings, parsed arguments, or settings carrying the flag names. Order from the
+    outside in: request gate, guard (callers are checked first), closed routes, body limit.
     """
     settings = args if isinstance(args, GuardSettings) else settings_from(args)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # inner: callers are checked first
-    app.add_middleware(ClosedRoutes)
     keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
     buckets = TokenBuckets(settings.rate_limit_rps, settings.burst) if settings.rate_limit_rps > 0 else None
+    inner = ()
     if keys is not None or buckets is not None or settings.max_concurrent_requests:
-        app.add_middleware(Guard, keys=keys, buckets=buckets, max_concurrent=settings.max_concurrent_requests)
+        inner = ((Guard, {"keys": keys, "buckets": buckets, "max_concurrent": settings.max_concurrent_requests}),)
+    gate.install(app, "transformer", settings.max_body_bytes, inner)
     log.info("guard: api keys %s; rate limit %s; max body %d bytes; max concurrent requests %s",
              "on" if keys else "off",
              f"{settings.rate_limit_rps:g}/s burst {settings.burst} per {'key' if keys else 'client address'}"

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import uuid
 
-import httpx
 import kserve
 import numpy as np
 from kserve import InferInput, InferRequest, InferResponse
 
-from predictor import encoding, metrics, tensors
-from predictor.batching import Batcher, BatchLimits
-from predictor.errors import ServingError, batcher_refusals, json_object
+from snapserve import metadata, metrics, tensors, tokenizer
+from snapserve.batching import Batcher, BatchLimits, Work
+from snapserve.errors import ServingError, batcher_refusals, json_object
+from transformer.client import PredictorClient
 from transformer.config import Settings
 
 log = logging.getLogger("snapserve.transformer")
@@ -31,6 +30,8 @@ class Job:
     sequences: list[np.ndarray]
     binary: bool = False
     rows: list | None = None
+    request_id: str = ""
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # forwarded: x-request-id, traceparent
 
     @property
     def tokens(self) -> int:
@@ -41,10 +42,11 @@ class EmbeddingTransformer(kserve.Model):
     def __init__(self, settings: Settings):
         super().__init__(settings.model_name)
         self.settings = settings
-        self.encoder = encoding.TextEncoder(settings.model_dir, settings.max_length)
-        config = json.loads((settings.model_dir / "config.json").read_text())
-        architectures = config.get("architectures") or []
-        self.classification = any(a.endswith("ForSequenceClassification") for a in architectures)
+        self.info = metadata.read(settings.model_dir, "auto", settings.max_length)
+        self.encoder = tokenizer.TextEncoder(settings.model_dir, self.info)
+        self.classification = self.info.task == metadata.CLASSIFICATION
+        self.client = PredictorClient(settings.predictor_host, settings.predictor_protocol, settings.model_name,
+                                      settings.predictor_timeout, settings.predictor_use_ssl)
         # Requests that arrive while predictor calls are in flight share the next call: the
         # predictor sees few large requests (two-level batching), each request keeps its rows.
         limits = BatchLimits(max_batch_size=settings.coalesce_max_sequences, max_batch_tokens=1 << 20,
@@ -111,7 +113,7 @@ class EmbeddingTransformer(kserve.Model):
 
     def request_for(self, sequences: list[np.ndarray], request_id: str) -> InferRequest:
         ids, mask = self.encoder.pad(sequences)
-        binary = self.settings.predictor_protocol == "v2"
+        binary = self.client.binary
         inputs = []
         for name, array in (("input_ids", ids), ("attention_mask", mask)):
             item = InferInput(name=name, shape=list(array.shape), datatype="INT64")
@@ -131,45 +133,35 @@ class EmbeddingTransformer(kserve.Model):
     async def preprocess(self, payload, headers=None) -> Job:
         texts, form, binary = self.texts_of(payload)
         self.refuse_if_full(len(texts))
-        return Job(form, await self.tokenize(texts), binary)
+        job = Job(form, await self.tokenize(texts), binary, **traced(headers))
+        if isinstance(payload, InferRequest) and payload.id:
+            job.request_id = payload.id  # a v2 answer's id is its request's (Open Inference Protocol)
+        return job
 
     async def predict(self, payload: Job, headers=None, response_headers=None) -> Job:
         with batcher_refusals():
-            payload.rows = await self.coalescer.submit(payload.sequences)
+            payload.rows = await self.coalescer.submit(payload.sequences, context=payload.headers)
         return payload
 
-    async def _call_predictor(self, sequences: list[np.ndarray], _instance: int = 0) -> list:
-        """One v2 call for coalesced sequences -> one (vector, label) row per sequence."""
-        response = await self.call_predictor(self.request_for(sequences, uuid.uuid4().hex))
+    async def _call_predictor(self, work: Work, _instance: int = 0) -> list:
+        """One v2 call for coalesced sequences -> one (vector, label) row per sequence.
+
+        A call for one client carries that client's x-request-id and traceparent; a call shared by
+        several gets an id of its own, and its log line names the client ids it served."""
+        clients = [c for c in work.contexts if c]
+        if len(clients) == 1:
+            headers = dict(clients[0])
+        else:
+            headers = {"x-request-id": uuid.uuid4().hex}
+            if clients and "traceparent" in clients[0]:
+                headers["traceparent"] = clients[0]["traceparent"]
+        call_id = headers.get("x-request-id") or uuid.uuid4().hex
+        log.info("predictor call %s: %d sequences for client requests %s", call_id, len(work),
+                 ",".join(c.get("x-request-id", "-") for c in clients) or "-")
+        response = await self.client.infer(self.request_for(list(work), call_id), headers)
         matrix = response.outputs[0].as_numpy().astype(np.float32, copy=False)
         labels = self.labels_of(response) or [None] * len(matrix)
         return list(zip(matrix, labels, strict=True))
-
-    async def _http_predict(self, payload, headers=None, response_headers=None):
-        # kserve's own version presets "Content-Type: application/json", which then sits beside the
-        # "content-type: application/octet-stream" of a binary body and the predictor reads JSON.
-        forward = {k: v for k, v in (headers or {}).items() if k.lower() in ("x-request-id", "traceparent")}
-        return await self._http_client.infer(
-            self.predictor_config.predictor_base_url, model_name=self.name, data=payload,
-            headers=forward, response_headers=response_headers,
-        )
-
-    async def call_predictor(self, request: InferRequest) -> InferResponse:
-        """kserve's client call (REST binary or gRPC) with predictor errors mapped for clients."""
-        started = asyncio.get_running_loop().time()
-        try:
-            return await super().predict(request)
-        except httpx.HTTPStatusError as exc:
-            raise upstream_error(exc.response) from None
-        except (httpx.TransportError, OSError) as exc:
-            raise ServingError("unavailable", f"predictor unreachable ({type(exc).__name__})", retry_after=1) from None
-        except Exception as exc:
-            grpc_error = grpc_status(exc)
-            if grpc_error is None:
-                raise
-            raise grpc_error from None
-        finally:
-            metrics.PREDICTOR_CALL.observe(asyncio.get_running_loop().time() - started)
 
     async def postprocess(self, job: Job, headers=None, response_headers=None):
         matrix = np.stack([vector for vector, _ in job.rows])
@@ -177,7 +169,7 @@ class EmbeddingTransformer(kserve.Model):
         metrics.SEQUENCES.labels("transformer").inc(len(matrix))
         if job.form == V1:
             return {"predictions": tensors.predictions(matrix, labels)}
-        return tensors.response(self.name, uuid.uuid4().hex, matrix, labels, job.binary)
+        return tensors.response(self.name, job.request_id or uuid.uuid4().hex, matrix, labels, job.binary)
 
     @staticmethod
     def labels_of(response: InferResponse) -> list[str] | None:
@@ -191,48 +183,25 @@ class EmbeddingTransformer(kserve.Model):
         texts = self.validate_texts(texts)
         self.check_length(texts, truncate)
         self.refuse_if_full(len(texts))
-        job = await self.predict(Job(V1, await self.tokenize(texts)), headers)
+        job = await self.predict(Job(V1, await self.tokenize(texts), **traced(headers)), headers)
+        metrics.SEQUENCES.labels("transformer").inc(len(job.sequences))
         return np.stack([vector for vector, _ in job.rows]), job.tokens
 
     async def drain(self) -> None:
         """Finish the coalesced calls already accepted."""
         self.ready = False
         await self.coalescer.drain()
+        await self.client.close()
+
+
+def traced(headers) -> dict:
+    """The client's request id and trace context, for a Job."""
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    forward = {k: headers[k] for k in ("x-request-id", "traceparent", "tracestate") if k in headers}
+    return {"request_id": forward.get("x-request-id", ""), "headers": forward}
+
 
 def is_request_error(exc: Exception) -> bool:
     """A coalesced call that failed for one request's content is retried request by request;
     overload, drain and predictor failures are everyone's and are not multiplied by retries."""
     return isinstance(exc, ServingError) and exc.error_type in ("validation", "unprocessable")
-
-
-def upstream_error(response: httpx.Response) -> ServingError:
-    """A predictor error as the client should see it: overload and drain pass through."""
-    try:
-        reason = response.json().get("error", "")
-    except ValueError:
-        reason = ""
-    status = response.status_code
-    if status in (429, 503):
-        retry = response.headers.get("retry-after")
-        kind = "overloaded" if status == 429 else "unavailable"
-        return ServingError(kind, reason or "predictor busy", retry_after=float(retry) if retry else 1)
-    if 400 <= status < 500:
-        return ServingError("unprocessable" if status == 422 else "validation", reason or "rejected by the predictor")
-    return ServingError("upstream", f"predictor failed with status {status}")
-
-
-def grpc_status(exc: Exception) -> ServingError | None:
-    try:
-        import grpc
-    except ImportError:  # pragma: no cover
-        return None
-    if not isinstance(exc, grpc.aio.AioRpcError):
-        return None
-    code = exc.code()
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ServingError("overloaded", exc.details() or "predictor busy", retry_after=1)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return ServingError("unavailable", "predictor unavailable", retry_after=1)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return ServingError("validation", exc.details() or "rejected by the predictor")
-    return ServingError("upstream", f"predictor failed ({code.name})")

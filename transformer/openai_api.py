@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from predictor.errors import ServingError, json_object
+from snapserve.errors import ServingError, json_object
 
 
 def prefix() -> str:

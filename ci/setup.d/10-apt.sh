@@ -1,16 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages: nginx and Prometheus for the local stack, podman for image builds.
+# Debian packages serving needs: a Python venv, curl for the README's calls, ps for the run script.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-pkgs=(python3-venv nginx-light prometheus curl ca-certificates unzip procps)
 # shellcheck source=ci/lib/apt.sh
 source ci/lib/apt.sh
-apt_install "${pkgs[@]}"
-# Debian starts nginx and Prometheus as system services when it installs them; snapserve runs its own
-# unprivileged copies on other ports, so only the system instances (their pid files) are stopped.
-for pidfile in /run/nginx.pid /run/prometheus/prometheus.pid; do
-  if [ -s "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
-done
-for svc in nginx prometheus prometheus-node-exporter; do
-  if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
-done
+apt_install python3-venv curl ca-certificates procps

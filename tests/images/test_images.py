@@ -67,7 +67,7 @@ def test_image_runs_non_root_offline_with_no_build_leftovers(images, component):
     assert not list(image.root.glob("opt/venv/bin/pip*")), "pip stays in the build stage"
     assert not list((image.root / "mnt/models").rglob("*.bin")), "pickle weights are never baked"
     # The baked snapshot matches its manifest (the predictor checks it again at start).
-    check = subprocess.run([sys.executable, "-m", "predictor.snapshot", "--src", str(image.root / "mnt/models")],
+    check = subprocess.run([sys.executable, "-m", "snapserve.snapshot", "--src", str(image.root / "mnt/models")],
                            check=False, cwd=imagerun.ROOT, capture_output=True, text=True)
     assert check.returncode == 0 and "manifest verified" in check.stdout, check.stderr
 
@@ -97,11 +97,11 @@ def test_predictor_image_bakes_the_model_in_its_last_layer(images, tmp_path):
     # Another model version (a re-export with one changed config value) in the build context.
     other = imagerun.ROOT / "build" / "images-test-model"
     shutil.rmtree(other, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "predictor.snapshot", "--src", str(MODEL), "--out", str(other)],
+    subprocess.run([sys.executable, "-m", "snapserve.snapshot", "--src", str(MODEL), "--out", str(other)],
                    cwd=imagerun.ROOT, check=True, capture_output=True)
     st_config = other / "sentence_bert_config.json"
     st_config.write_text(json.dumps({**json.loads(st_config.read_text()), "max_seq_length": 128}))
-    subprocess.run([sys.executable, "-m", "predictor.snapshot", "--src", str(other), "--out", str(other) + ".2"],
+    subprocess.run([sys.executable, "-m", "snapserve.snapshot", "--src", str(other), "--out", str(other) + ".2"],
                    cwd=imagerun.ROOT, check=True, capture_output=True)
     try:
         imagerun.build(PREFIX, "test-model2", tmp_path / "build.log",

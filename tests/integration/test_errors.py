@@ -64,9 +64,17 @@ def test_predictor_refuses_a_request_larger_than_its_queue(tmp_path):
 
     predictor, _ = procs.start_predictor(extra=["--max_queue_sequences", "8"], log_dir=tmp_path)
     try:
-        r = httpx.post(f"{predictor.url}/v1/models/snap:predict", json={"instances": ["x"] * 9})
-        assert r.status_code == 413, r.text
-        assert r.json()["error_type"] == "payload_too_large"
-        assert httpx.post(f"{predictor.url}/v1/models/snap:predict", json={"instances": ["x"] * 8}).status_code == 200
+        transformer, _ = procs.start_transformer(predictor.url.removeprefix("http://"), log_dir=tmp_path)
+    except Exception:
+        predictor.stop()
+        raise
+    try:
+        for url in (predictor.url, transformer.url):  # the predictor's 413 reaches the client as 413
+            r = httpx.post(f"{url}/v1/models/snap:predict", json={"instances": ["x"] * 9})
+            assert r.status_code == 413, r.text
+            assert r.json()["error_type"] == "payload_too_large"
+            assert "--max_queue_sequences" in r.json()["error"]
+            assert httpx.post(f"{url}/v1/models/snap:predict", json={"instances": ["x"] * 8}).status_code == 200
     finally:
+        transformer.stop()
         predictor.stop()

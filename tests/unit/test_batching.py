@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from predictor.batching import Batcher, BatchLimits, QueueFull, _Request, pick
+from snapserve.batching import Batcher, BatchLimits, QueueFull, _Request, pick
 
 
 def seqs(*lengths):

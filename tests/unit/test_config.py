@@ -52,7 +52,7 @@ def test_transformer_needs_a_predictor_and_speaks_v2():
 def test_logged_settings_hide_secrets_only():
     import dataclasses
 
-    from predictor.flags import describe
+    from snapserve.flags import describe
 
     @dataclasses.dataclass
     class S:

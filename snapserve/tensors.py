@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictor.errors import ServingError
+from snapserve.errors import ServingError
 
 
 def check(tensor, integers: bool = False) -> None:

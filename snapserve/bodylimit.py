@@ -10,17 +10,14 @@ whole body before reading the answer still get the 413 instead of a reset connec
 
 from __future__ import annotations
 
-import orjson
+from snapserve.errors import STATUS, encoded
 
-from predictor.errors import STATUS, body
-
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DISCARD_BYTES = 64 * 1024 * 1024
 
 
 async def reject(send, error_type: str, reason: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
     """Answer an HTTP scope with an error from the shared status table."""
-    payload = orjson.dumps(body(error_type, reason))
+    payload = encoded(error_type, reason)
     await send({"type": "http.response.start", "status": STATUS[error_type],
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode()), *headers]})
@@ -37,7 +34,7 @@ def header(scope, name: bytes) -> bytes | None:
 class BodyLimit:
     """``app.add_middleware(BodyLimit, max_bytes=N)``: bodies over N bytes get 413."""
 
-    def __init__(self, app, max_bytes: int = DEFAULT_MAX_BODY_BYTES):
+    def __init__(self, app, max_bytes: int):
         if max_bytes < 1:
             raise ValueError(f"max_body_bytes must be at least 1 (got {max_bytes})")
         self.app = app

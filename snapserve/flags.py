@@ -31,21 +31,24 @@ def add(group, name: str, default, kind=str, help: str = "", **kwargs) -> None:
     group.add_argument(f"--{name}", default=value, type=convert, help=f"{help} [env {env}]", **kwargs)
 
 
-def server_parser(prog: str, description: str):
+# The largest request body each server takes. The transformer gets texts; the predictor gets them as
+# binary INT64 tensors, input_ids + attention_mask = 16 bytes a token, so the transformer's largest
+# request (2,048 texts x 256 tokens) is 8 MiB plus the JSON header there.
+MAX_BODY_BYTES = {"predictor": 32 * 1024 * 1024, "transformer": 8 * 1024 * 1024}
+
+
+def server_parser(component: str, description: str):
     """kserve's parser extended with our group and the flags both servers share; returns (parser, group)."""
-    parser = argparse.ArgumentParser(prog=prog, parents=[kserve_parser()], description=description)
-    group = parser.add_argument_group(f"snapserve {prog.split()[-1]}")
+    from snapserve import kserve_compat
+
+    parser = argparse.ArgumentParser(prog=f"python -m {component}", parents=[kserve_compat.kserve_parser()],
+                                     description=description)
+    group = parser.add_argument_group(f"snapserve {component}")
     add(group, "model_dir", "/mnt/models", help="Hugging Face snapshot folder (offline)")
     add(group, "max_length", 0, int, help="truncate texts to this many tokens (0: the model's maximum)")
     add(group, "grace_period", 30, int, help="seconds to finish in-flight work after SIGTERM")
+    add(group, "max_body_bytes", MAX_BODY_BYTES[component], int, help="largest request body (more: 413)")
     return parser, group
-
-
-def kserve_parser() -> argparse.ArgumentParser:
-    """kserve's own parser (importing kserve.model_server parses argv once, harmlessly)."""
-    from kserve import model_server
-
-    return model_server.parser
 
 
 SECRET_WORDS = {"key", "token", "password", "secret"}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test tools in the same venv (pytest, locust, schemathesis, openai, kubernetes-validate, ...).
+set -euo pipefail
+export PIP_CONSTRAINT="$PWD/ci/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
+stamp=.venv/.snapserve-test-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q -e '.[predictor,model,test]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c "import pytest, locust, schemathesis, openai, kubernetes_validate"
+  touch "$stamp"
+fi

@@ -1,0 +1,1 @@
+"""snapserve's torch-free core, shared by the predictor and the transformer."""

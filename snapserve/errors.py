@@ -1,0 +1,90 @@
+"""The one status table for every error a client can see, and the JSON body it gets.
+
+Bodies are ``{"error": reason, "error_type": type}``; a 500 carries only a request id, the
+traceback stays in the log. Everything that answers an error (our exceptions, kserve's, FastAPI's
+and Starlette's, the ASGI middlewares, a predictor error relayed by the transformer) takes its
+status and ``error_type`` from here. No web framework in this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import orjson
+
+# error_type -> HTTP status
+STATUS = {
+    "validation": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "unprocessable": 422,
+    "overloaded": 429,
+    "rate_limited": 429,
+    "internal": 500,
+    "upstream": 502,
+    "unavailable": 503,
+    "timeout": 504,
+}
+# HTTP status -> error_type, for statuses that arrive without one (a framework's HTTPException, a
+# predictor answer relayed by the transformer); 429 reads as overload, the usual cause.
+TYPE_OF_STATUS = {status: kind for kind, status in reversed(STATUS.items())}
+
+
+def error_type_for(status: int) -> str:
+    """The table's ``error_type`` for ``status``; an unlisted 4xx is a validation error, 5xx internal."""
+    if status in TYPE_OF_STATUS:
+        return TYPE_OF_STATUS[status]
+    return "validation" if 400 <= status < 500 else "internal"
+
+
+class ServingError(Exception):
+    """An error with a client-facing reason; ``error_type`` picks the status from STATUS."""
+
+    def __init__(self, error_type: str, reason: str, retry_after: float | None = None):
+        if error_type not in STATUS:
+            raise ValueError(f"unknown error_type {error_type!r}: add it to snapserve.errors.STATUS")
+        super().__init__(reason)
+        self.error_type = error_type
+        self.reason = reason
+        self.retry_after = retry_after
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.error_type]
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+def body(error_type: str, reason: str) -> dict:
+    return {"error": reason, "error_type": error_type}
+
+
+def encoded(error_type: str, reason: str) -> bytes:
+    return orjson.dumps(body(error_type, reason))
+
+
+@contextlib.contextmanager
+def batcher_refusals():
+    """A batcher's refusals as clients see them: queue full -> 429, draining -> 503."""
+    from snapserve.batching import Draining, QueueFull
+
+    try:
+        yield
+    except QueueFull as exc:
+        raise ServingError("overloaded", str(exc), retry_after=exc.retry_after) from None
+    except Draining:
+        raise ServingError("unavailable", "server is shutting down", retry_after=1) from None
+
+
+def json_object(raw: bytes | bytearray | str) -> dict:
+    """Parse a request body that must be a JSON object (any content-type), or a clear 400."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ServingError("validation", f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ServingError("validation", "body must be a JSON object")
+    return value

@@ -1,0 +1,117 @@
+"""Every place snapserve reaches into kserve, uvicorn or FastAPI internals, in one module.
+
+Each patch names the internal it relies on; ``tests/unit/test_kserve_compat.py`` has one test per
+patch that fails when that internal changes. Importing this module on another kserve than the one
+it was written for fails at once with a clear message, rather than serving with a patch that
+silently no longer applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import struct
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+WRITTEN_FOR = "0.21."
+
+
+def check_version(found: str | None = None) -> None:
+    found = found or importlib.metadata.version("kserve")
+    if not found.startswith(WRITTEN_FOR):
+        raise RuntimeError(
+            f"snapserve.kserve_compat was written for kserve {WRITTEN_FOR}x and this is kserve {found}: "
+            "pin kserve==0.21.0 (pyproject.toml) or re-check each patch in snapserve/kserve_compat.py "
+            "with tests/unit/test_kserve_compat.py")
+
+
+check_version()
+
+
+# -- 1. kserve's module-global argument parser ------------------------------------------------
+def kserve_parser() -> argparse.ArgumentParser:
+    """kserve's own parser, to extend with ``parents=`` (importing kserve.model_server parses argv
+    once with ``parse_known_args``, harmlessly)."""
+    from kserve import model_server
+
+    return model_server.parser
+
+
+# -- 2. kserve's exception handlers -----------------------------------------------------------
+KSERVE_HANDLERS = {
+    # name in kserve.protocol.rest.server -> the key of ours that replaces it
+    "invalid_input_handler": "validation",
+    "model_not_found_handler": "not_found",
+    "not_implemented_error_handler": "not_found",
+    "model_not_ready_handler": "unavailable",
+    "server_not_ready_handler": "unavailable",
+    "server_not_live_handler": "unavailable",
+    "unsupported_protocol_error_handler": "validation",
+    "generic_exception_handler": "internal",
+    "inference_error_handler": "internal",
+}
+
+
+def replace_kserve_handlers(handlers: dict[str, Callable]) -> None:
+    """kserve's REST server registers its exception handlers when it starts (after our code ran),
+    reading them from names in its ``server`` module; rebinding those names is the only way to
+    give kserve's errors our body shape and status table. ``handlers`` maps our keys to handlers."""
+    from kserve.protocol.rest import server
+
+    for name, key in KSERVE_HANDLERS.items():
+        setattr(server, name, handlers[key])
+
+
+# -- 3. kserve's binary-tensor decoding -------------------------------------------------------
+def guard_binary_decoding() -> None:
+    """kserve's binary-tensor decoding raises ValueError & co. on malformed bodies (a bad
+    ``inference-header-content-length``, a buffer of the wrong size): those are the client's, 400."""
+    from kserve.errors import InvalidInput
+    from kserve.protocol import dataplane
+
+    original = dataplane.DataPlane.decode_inference_request
+    if getattr(original, "snapserve_guarded", False):
+        return
+
+    def decode_inference_request(self, body, headers, model_name):
+        try:
+            return original(self, body, headers, model_name)
+        except InvalidInput:
+            raise
+        except (ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, struct.error) as exc:
+            raise InvalidInput(f"malformed binary tensor request: {exc}") from None
+
+    decode_inference_request.snapserve_guarded = True
+    dataplane.DataPlane.decode_inference_request = decode_inference_request
+
+
+# -- 4. uvicorn's signal handling -------------------------------------------------------------
+def intercept_exit(first_signal: Callable[[Any, int], bool]) -> None:
+    """Call ``first_signal(uvicorn_server, sig)`` before uvicorn's own stop on SIGTERM/SIGINT; when it
+    returns True the signal is taken (a drain runs) and uvicorn's handler is not called. uvicorn
+    has no hook for this, and kserve builds its uvicorn servers itself, so the class method is
+    replaced."""
+    import uvicorn
+
+    original = getattr(uvicorn.Server.handle_exit, "snapserve_original", uvicorn.Server.handle_exit)
+
+    def handle_exit(self, sig, frame):
+        if first_signal(self, sig):
+            return None
+        return original(self, sig, frame)
+
+    handle_exit.snapserve_original = original
+    uvicorn.Server.handle_exit = handle_exit
+
+
+# -- 5. a coroutine of ours on kserve's event loop --------------------------------------------
+def run_beside(server, coroutine: Coroutine) -> None:
+    """Run ``coroutine`` on the loop kserve's ``ModelServer.start`` creates: kserve gathers
+    ``server.servers`` there and has no public hook for a task of ours."""
+    server.servers.append(coroutine)
+
+
+async def remember_loop(holder: dict) -> None:
+    holder["loop"] = asyncio.get_running_loop()

@@ -1,0 +1,104 @@
+"""One test per patch in snapserve/kserve_compat.py: each fails when the internal it relies on changes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+
+import pytest
+
+from snapserve import kserve_compat
+
+
+def test_another_kserve_version_is_refused_with_a_clear_message():
+    kserve_compat.check_version("0.21.0")
+    with pytest.raises(RuntimeError, match=r"written for kserve 0\.21\.x and this is kserve 0\.22\.0"):
+        kserve_compat.check_version("0.22.0")
+
+
+def test_1_kserve_parser_is_a_module_global_argparse_parser_with_its_flags():
+    parser = kserve_compat.kserve_parser()
+    assert isinstance(parser, argparse.ArgumentParser)
+    dests = {a.dest for a in parser._actions}
+    assert {"http_port", "grpc_port", "model_name", "predictor_host", "predictor_protocol", "workers",
+            "predictor_request_timeout_seconds", "predictor_use_ssl"} <= dests
+
+
+def test_2_kserve_reads_its_handlers_from_module_names_when_the_server_starts():
+    from kserve.protocol.rest import server
+
+    for name in kserve_compat.KSERVE_HANDLERS:
+        assert callable(getattr(server, name)), name
+    source = inspect.getsource(server.RESTServer._add_exception_handlers)
+    for name in kserve_compat.KSERVE_HANDLERS:
+        assert name in source, f"kserve no longer registers {name} in _add_exception_handlers"
+    assert "_add_exception_handlers(app)" in inspect.getsource(server.RESTServer.create_application)
+
+
+def test_2_replacing_the_handlers_rebinds_every_name():
+    from kserve.protocol.rest import server
+
+    saved = {name: getattr(server, name) for name in kserve_compat.KSERVE_HANDLERS}
+    ours = {key: (lambda key=key: key) for key in set(kserve_compat.KSERVE_HANDLERS.values())}
+    try:
+        kserve_compat.replace_kserve_handlers(ours)
+        assert {n: getattr(server, n)() for n in saved} == kserve_compat.KSERVE_HANDLERS
+    finally:
+        for name, handler in saved.items():
+            setattr(server, name, handler)
+
+
+def test_3_decode_inference_request_keeps_its_signature_and_is_wrapped_once():
+    from kserve.errors import InvalidInput
+    from kserve.protocol import dataplane
+
+    original = dataplane.DataPlane.decode_inference_request
+    assert list(inspect.signature(original).parameters) == ["self", "body", "headers", "model_name"]
+    try:
+        kserve_compat.guard_binary_decoding()
+        wrapped = dataplane.DataPlane.decode_inference_request
+        kserve_compat.guard_binary_decoding()
+        assert dataplane.DataPlane.decode_inference_request is wrapped
+        plane = dataplane.DataPlane.__new__(dataplane.DataPlane)
+        headers = {"inference-header-content-length": "not-a-number", "content-type": "application/octet-stream"}
+        with pytest.raises(InvalidInput, match="malformed binary tensor request"):
+            wrapped(plane, b"{}", headers, "m")
+    finally:
+        dataplane.DataPlane.decode_inference_request = original
+
+
+def test_4_uvicorn_server_handle_exit_is_called_with_the_signal():
+    import uvicorn
+
+    assert list(inspect.signature(uvicorn.Server.handle_exit).parameters) == ["self", "sig", "frame"]
+    original = uvicorn.Server.handle_exit
+    seen = []
+    try:
+        kserve_compat.intercept_exit(lambda server, sig: seen.append(sig) or sig == 15)
+        server = uvicorn.Server(uvicorn.Config(app=None))
+        server.handle_exit(15, None)
+        assert seen == [15] and not server.should_exit  # taken: a drain runs instead
+        server.handle_exit(2, None)
+        assert server.should_exit  # declined: uvicorn's own stop
+    finally:
+        uvicorn.Server.handle_exit = original
+
+
+def test_5_model_server_gathers_its_servers_list_on_its_loop():
+    from kserve import model_server
+
+    assert "self.servers = []" in inspect.getsource(model_server.ModelServer.__init__)
+    assert "asyncio.gather(*self.servers)" in inspect.getsource(model_server.ModelServer)
+    holder: dict = {}
+
+    class Fake:
+        servers: list = []
+
+    kserve_compat.run_beside(Fake, kserve_compat.remember_loop(holder))
+
+    async def main():
+        await asyncio.gather(*Fake.servers)
+        return asyncio.get_running_loop()
+
+    assert asyncio.run(main()) is holder["loop"]
