@@ -40,6 +40,17 @@ def check_weights(model_dir: Path) -> None:
         raise SnapshotInvalid(f"no *.safetensors weights in {model_dir} (pickle weights are not loaded)")
 
 
+def threads_per_instance(cpu_threads: int, instances: int, environ=os.environ) -> int:
+    """The CPU threads each instance's forward passes get. The budget is ``--cpu_threads`` (the chart
+    sets it from the pod's CPU limit, which the process cannot see), else ``OMP_NUM_THREADS`` when
+    set (torch.set_num_threads would otherwise override it), else the cores this process may use."""
+    budget = cpu_threads
+    if not budget:
+        omp = environ.get("OMP_NUM_THREADS", "")
+        budget = int(omp) if omp.isdigit() and int(omp) > 0 else len(os.sched_getaffinity(0))
+    return max(1, budget // max(1, instances))
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -80,14 +91,16 @@ class TorchEngine:
         if self.device.type == "cuda":
             self.streams = [torch.cuda.Stream(self.device) for _ in range(instances)]
         else:
-            # OpenMP teams are per calling thread: N concurrent executions split the cores (or the
-            # --cpu_threads budget, e.g. the pod's CPU limit, which os.cpu_count() does not see)
-            torch.set_num_threads(max(1, (cpu_threads or os.cpu_count() or 1) // instances))
+            # OpenMP teams are per calling thread: N concurrent executions split the budget
+            torch.set_num_threads(threads_per_instance(cpu_threads, instances))
             self.streams = [None] * instances
 
     def describe(self) -> dict:
-        return {"engine": "torch", "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
-                "width": self.info.width, "task": self.info.task}
+        about = {"engine": "torch", "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                 "width": self.info.width, "task": self.info.task}
+        if self.device.type == "cpu":
+            about["threads"] = torch.get_num_threads()
+        return about
 
     def prepare(self, sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = tokenizer.pad(sequences, self.info.pad_id)

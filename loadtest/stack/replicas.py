@@ -35,9 +35,11 @@ def argv(s: StackSettings, r: Replica, predictor_host: str) -> list[str]:
 
 def env(s: StackSettings) -> dict[str, str]:
     e = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    # Share the cores between predictor replicas as CPU limits would, instead of every replica
-    # starting one torch thread per core and all of them fighting.
-    e.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // s.predictors)))
+    # Share the cores between predictor replicas as CPU limits would (the chart passes the pod's limit
+    # as CPU_THREADS), instead of every replica starting one torch thread per core and all of them fighting.
+    share = str(max(1, (os.cpu_count() or 1) // s.predictors))
+    e.setdefault("CPU_THREADS", share)
+    e.setdefault("OMP_NUM_THREADS", share)
     # The predictor's warm-up passes (up to 32 x 128 tokens) cost seconds of CPU on every (re)start here,
     # which is most of a replica's recovery time on a small CPU box; WARMUP=true brings them back.
     e.setdefault("WARMUP", "false")

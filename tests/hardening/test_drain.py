@@ -3,6 +3,7 @@ flight finishes (0 lost), and the process exits 0 within its grace period."""
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -48,6 +49,7 @@ def test_sigterm_under_load_finishes_in_flight_work_and_exits_in_grace(model_dir
         def big_request():
             r = httpx.post(url, json={"instances": [f"{TEXTS[i % 16]} ({i})" for i in range(BIG)]}, timeout=120)
             big.update(status=r.status_code, rows=len(r.json().get("predictions", [])))
+            big["answered_at"] = time.monotonic()
 
         big_thread = threading.Thread(target=big_request, daemon=True)
         time.sleep(1.5)  # steady load first
@@ -68,6 +70,8 @@ def test_sigterm_under_load_finishes_in_flight_work_and_exits_in_grace(model_dir
     finally:
         server.stop()
 
+    answered_at = big.pop("answered_at", 0.0)
+    in_flight = re.search(r"draining \(not ready; finishing (\d+) in-flight requests\)", server.log.read_text())
     statuses = {}
     for a in answers:
         statuses[a.status or a.error] = statuses.get(a.status or a.error, 0) + 1
@@ -77,7 +81,10 @@ def test_sigterm_under_load_finishes_in_flight_work_and_exits_in_grace(model_dir
           f"{finished_after_signal} requests sent before SIGTERM answered 200")
     assert code == 0
     assert exited_after <= GRACE
-    assert big == {"status": 200, "rows": BIG}  # in flight at SIGTERM: finished
+    # the big request was in flight at SIGTERM (answered after it, counted by the drain) and finished
+    assert big == {"status": 200, "rows": BIG}
+    assert answered_at > sigterm_at, "the big request finished before SIGTERM: it proves nothing about the drain"
+    assert in_flight and int(in_flight.group(1)) >= 1
     assert ready.status_code == 503
     assert fresh.status_code == 503 and fresh.headers["retry-after"] and fresh.json()["error_type"] == "unavailable"
     # sent before SIGTERM: accepted work, must be answered; sent after: 503, or refused/closed at exit

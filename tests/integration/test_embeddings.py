@@ -122,3 +122,15 @@ def test_metrics_are_exported(servers):
         assert name in text, name
     assert 'snapserve_requests_total{component="transformer",outcome="ok"}' in \
         httpx.get(f"{servers.transformer_url}/metrics").text
+
+
+def test_the_openai_route_counts_its_sequences(servers):
+    def transformer_sequences() -> float:
+        text = httpx.get(f"{servers.transformer_url}/metrics").text
+        found = re.search(r'^snapserve_sequences_total\{component="transformer"\} (\S+)', text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    before = transformer_sequences()
+    r = httpx.post(f"{servers.transformer_url}/openai/v1/embeddings", json={"model": "snap", "input": ["a", "b", "c"]})
+    assert r.status_code == 200, r.text
+    assert transformer_sequences() - before == 3

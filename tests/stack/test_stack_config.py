@@ -74,3 +74,23 @@ def test_settings_refuse_impossible_values(tmp_path):
         parse(["--model_dir", str(tmp_path / "missing")])
     s = parse(["--model_dir", str(tmp_path), "--port", "8123", "--predictors", "3"])
     assert (s.port, s.predictors, s.transformers) == (8123, 3, 2)
+
+
+def test_the_stack_thread_share_takes_effect_in_the_predictor(model_dir, tmp_path):
+    """2 predictor replicas on this box: each runs torch on its share of the cores, as a CPU limit would."""
+    import os
+    import re
+
+    from loadtest.stack import replicas
+    from tests import procs
+
+    settings = parse(["--model_dir", str(model_dir), "--predictors", "2"])
+    env = {k: v for k, v in replicas.env(settings).items() if k in ("CPU_THREADS", "OMP_NUM_THREADS", "WARMUP")}
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert env["CPU_THREADS"] == str(share)
+    server, _ = procs.start_predictor(model_dir=model_dir, log_dir=tmp_path, env=env)
+    try:
+        threads = re.search(r"threads=(\d+)", server.log.read_text())
+    finally:
+        server.stop()
+    assert threads and int(threads.group(1)) == share

@@ -61,3 +61,14 @@ def test_logged_settings_hide_secrets_only():
         hf_token: str = "abc"
 
     assert describe(S()) == {"max_batch_tokens": "1", "api_key": "***", "hf_token": "***"}
+
+
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_a_bad_coalesce_delay_is_reported_under_its_own_name(value):
+    with pytest.raises(ValueError, match=r"^--coalesce_delay_ms must be >= 0"):
+        tconfig.load(["--predictor_host", "p:80", "--coalesce_delay_ms", value])
+
+
+def test_max_body_bytes_is_one_flag_with_a_default_per_server():
+    assert pconfig.load([]).max_body_bytes == 32 * 1024 * 1024
+    assert tconfig.load(["--predictor_host", "p:80"]).guard.max_body_bytes == 8 * 1024 * 1024

@@ -50,11 +50,20 @@ def test_reduced_precision_and_instances_on_cpu_match_fp32(model_dir):
                                                                     "The stock market fell."])
     fp32 = engine.load(model_dir, device="cpu", dtype="float32")
     bf16 = engine.load(model_dir, device="cpu", dtype="bfloat16", instances=2)
-    assert fp32.describe() == {"engine": "torch", "device": "cpu", "dtype": "float32", "width": 384,
-                               "task": "embedding"}
+    about = fp32.describe()
+    assert about.pop("threads") >= 1
+    assert about == {"engine": "torch", "device": "cpu", "dtype": "float32", "width": 384, "task": "embedding"}
     a = fp32.execute(fp32.prepare(seqs))
     b0 = bf16.execute(bf16.prepare(seqs), 0)
     b1 = bf16.execute(bf16.prepare(seqs), 1)
     assert a.shape == b0.shape == (2, 384)
     assert np.allclose(b0, b1)
     assert (a * b0).sum(axis=1).min() > 0.99
+
+
+def test_cpu_thread_budget_flag_then_omp_num_threads_then_cores():
+    assert engine.threads_per_instance(4, 2, {}) == 2
+    assert engine.threads_per_instance(0, 1, {"OMP_NUM_THREADS": "1"}) == 1
+    assert engine.threads_per_instance(3, 1, {"OMP_NUM_THREADS": "1"}) == 3  # the flag wins
+    assert engine.threads_per_instance(0, 1, {"OMP_NUM_THREADS": "junk"}) == len(__import__("os").sched_getaffinity(0))
+    assert engine.threads_per_instance(1, 4, {}) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import types
 
 import pytest
 
@@ -92,13 +93,11 @@ def test_5_model_server_gathers_its_servers_list_on_its_loop():
     assert "asyncio.gather(*self.servers)" in inspect.getsource(model_server.ModelServer)
     holder: dict = {}
 
-    class Fake:
-        servers: list = []
-
-    kserve_compat.run_beside(Fake, kserve_compat.remember_loop(holder))
+    fake = types.SimpleNamespace(servers=[])
+    kserve_compat.run_beside(fake, kserve_compat.remember_loop(holder))
 
     async def main():
-        await asyncio.gather(*Fake.servers)
+        await asyncio.gather(*fake.servers)
         return asyncio.get_running_loop()
 
     assert asyncio.run(main()) is holder["loop"]
