@@ -18,7 +18,7 @@ for values in charts/snapserve/ci/*-values.yaml; do
   "$bin/helm" lint --strict charts/snapserve -f "$values" >/dev/null || { echo "lint: helm lint -f $values failed" >&2; exit 1; }
 done
 echo "lint: shellcheck"
-shellcheck -x ci/lint.sh ci/build-images.sh ci/e2e-kind.sh ci/setup.d/*.sh ci/lib/*.sh ci/run-local.sh ci/test.sh ci/setup.sh ci/render-manifests.sh ci/validate-chart.sh
+shellcheck -x ci/lint.sh ci/build-images.sh ci/e2e-kind.sh ci/setup.d/*.sh ci/lib/*.sh ci/run-local.sh ci/test.sh ci/setup.sh ci/render-manifests.sh ci/render-chart-docs.sh ci/validate-chart.sh
 echo "lint: actionlint"
 "$bin/actionlint" .github/workflows/*.yaml
 echo "lint: ok"

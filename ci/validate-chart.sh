@@ -2,11 +2,12 @@
 # Runs every chart check (tests/chart) and prints a values-file x check matrix: helm lint --strict and
 # helm template with Helm 3 and 4, kubernetes-validate --strict (1.30, 1.37), strict CRD schemas,
 # checkov, the KServe contract; then the rest: promtool check + unit tests of every alert, schema
-# typos, render-time failures, manifests freshness, and (real servers on loopback) exported metrics,
-# the NOTES curl lines and the helm test script. Extra arguments go to pytest (e.g. -x, -k lint).
+# typos, render-time failures, freshness of manifests/, values.schema.json and the chart README, and
+# (real servers on loopback) exported metrics, the NOTES curl lines and the helm test script. Extra
+# arguments go to pytest (e.g. -x, -k lint).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
-for step in ci/setup.d/40-helm.sh ci/setup.d/45-checkov.sh; do bash "$step" >/dev/null || exit 1; done
+for step in ci/setup.d/40-helm.sh ci/setup.d/45-checkov.sh ci/setup.d/60-node.sh; do bash "$step" >/dev/null || exit 1; done
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
 .venv/bin/python -m pytest -q -p no:cacheprovider tests/chart --junitxml="$report" "$@"

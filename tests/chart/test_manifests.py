@@ -1,4 +1,5 @@
-"""manifests/ is generated from the chart and must not be stale."""
+"""manifests/ (from the chart) and the chart's values.schema.json and README.md (from values.yaml) are
+generated and must not be stale."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ import yaml
 from tests.chart.chart_tools import ROOT, helm
 
 MANIFESTS = ROOT / "manifests"
+GENERATOR = ROOT / ".tools" / "node" / "node_modules" / "@bitnami" / "readme-generator-for-helm"
 
 
 def test_manifests_are_not_stale():
     helm("helm4")
     proc = subprocess.run(["bash", str(ROOT / "ci" / "render-manifests.sh"), "--check"],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_values_schema_and_chart_readme_are_not_stale():
+    assert GENERATOR.is_dir(), f"{GENERATOR} missing: run `bash ci/setup.d/60-node.sh` (make test does)"
+    proc = subprocess.run(["bash", str(ROOT / "ci" / "render-chart-docs.sh"), "--check"],
                           check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 

@@ -56,3 +56,33 @@ def test_drain_fits_in_the_grace_period():
         drain = mod.load(args).grace_period
         pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert pre_stop + drain < spec["terminationGracePeriodSeconds"], comp
+
+
+CPU_THREADS = {"name": "CPU_THREADS",
+               "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}}
+
+
+def predictor_container(values_file=None, sets: tuple[str, ...] = ()) -> dict:
+    return find(render("helm4", values_file, sets), "InferenceService")["spec"]["predictor"]["containers"][0]
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=values_id)
+def test_predictor_threads_follow_the_cpu_limit(values, monkeypatch):
+    """torch would run one thread per node core; the downward API hands it the CPU limit (rounded up)."""
+    from predictor import config
+
+    container = predictor_container(values)
+    assert container["resources"]["limits"]["cpu"]
+    assert CPU_THREADS in container["env"]
+    # Kubernetes resolves the resourceFieldRef to an integer string; the predictor reads it as --cpu_threads.
+    monkeypatch.setenv("CPU_THREADS", "4")
+    assert config.load(container["args"]).cpu_threads == 4
+
+
+def test_no_cpu_threads_without_a_cpu_limit_or_with_the_users_own(tmp_path):
+    no_limit = predictor_container(sets=("predictor.resources.limits.cpu=null",))
+    assert "CPU_THREADS" not in {e["name"] for e in no_limit["env"]}
+    own = tmp_path / "own-threads.yaml"
+    own.write_text('predictor: {env: [{name: CPU_THREADS, value: "2"}]}\n')
+    env = predictor_container(own)["env"]
+    assert [e for e in env if e["name"] == "CPU_THREADS"] == [{"name": "CPU_THREADS", "value": "2"}]

@@ -205,3 +205,9 @@ root, group fsGroup: the non-root servers read it through the group). */}}
 {{- define "snapserve.isStandard" -}}
 {{- if has .Values.kserve.deploymentMode (list "Standard" "RawDeployment") }}true{{ end }}
 {{- end }}
+
+{{/* "true" when the EnvVar list (first argument) already sets the variable named by the second, so
+the user's entry is not duplicated by a default of the chart. */}}
+{{- define "snapserve.hasEnv" -}}
+{{- range (index . 0) }}{{ if eq .name (index $ 1) }}true{{ end }}{{ end }}
+{{- end }}
