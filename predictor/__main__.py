@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no tqdm bar in the pod log
     from predictor import config
 
     try:
@@ -29,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     from snapserve.snapshot import SnapshotError
 
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port, workers=1,
-                                grace_period=settings.grace_period)
-    lifecycle.configure_logging()
+                                grace_period=settings.grace_period, enable_latency_logging=settings.trace_logging)
+    lifecycle.configure_logging(settings)
     log.info("settings: %s", flags.describe(settings))
     model = SnapshotModel(settings)
     try:
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predictor: cannot serve: {exc}", file=sys.stderr)
         return 1
     http_errors.install(model_server.app)
-    gate.install(model_server.app, "predictor", settings.max_body_bytes)
+    gate.install(model_server.app, "predictor", settings.max_body_bytes, log_access=settings.log_access,
+                 log_probes=settings.log_probes)
     log.info("max body %d bytes", settings.max_body_bytes)
     lifecycle.run(server, model, settings.grace_period)
     return 0

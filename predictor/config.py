@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from predictor import autotune
 from snapserve import flags, metadata
 from snapserve.batching import BatchLimits
 
@@ -17,8 +18,8 @@ class Settings:
     task: str
     device: str
     dtype: str
-    max_batch_size: int
-    max_batch_tokens: int
+    max_batch_size: int | str  # "auto": tuned at warm-up (predictor/autotune.py)
+    max_batch_tokens: int | str
     max_delay_ms: float
     instances: int
     cpu_threads: int
@@ -30,7 +31,14 @@ class Settings:
     grpc_port: int
     workers: int
     grace_period: int
+    log_access: bool
+    log_probes: bool
+    trace_logging: bool
     max_body_bytes: int
+    max_batch_latency_ms: float | str = "auto"
+    engine: str = "auto"
+    compile: bool = False
+    quantize: str = "none"
 
     def __post_init__(self):
         self.batch_limits()  # the batcher's own checks, at start rather than at the first request
@@ -41,9 +49,14 @@ class Settings:
                              "scale with replicas or --instances")
 
     def batch_limits(self) -> BatchLimits:
+        """The limits as flagged; an ``auto`` one holds BatchLimits' default until warm-up tunes it."""
+        auto = BatchLimits()
+        size = auto.max_batch_size if self.max_batch_size == autotune.AUTO else self.max_batch_size
+        tokens = auto.max_batch_tokens if self.max_batch_tokens == autotune.AUTO else self.max_batch_tokens
+        if self.max_batch_latency_ms != autotune.AUTO and not self.max_batch_latency_ms > 0:
+            raise ValueError(f"--max_batch_latency_ms must be > 0 or auto (got {self.max_batch_latency_ms})")
         try:
-            return BatchLimits(self.max_batch_size, self.max_batch_tokens, self.max_delay_ms, self.instances,
-                               self.max_queue_sequences)
+            return BatchLimits(size, tokens, self.max_delay_ms, self.instances, self.max_queue_sequences)
         except ValueError as exc:
             raise ValueError(f"--{exc}") from None
 
@@ -54,9 +67,19 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "task", "auto", choices=["auto", *metadata.TASKS], help="what to compute")
     flags.add(g, "device", "auto", choices=["auto", "cuda", "cpu"], help="where to run the model")
     flags.add(g, "dtype", "auto", choices=["auto", "bfloat16", "float16", "float32"],
-              help="auto: bf16 on CUDA when supported, else fp16 on CUDA, fp32 on CPU")
-    flags.add(g, "max_batch_size", 512, int, help="most sequences in one forward pass")
-    flags.add(g, "max_batch_tokens", 32768, int, help="most padded tokens in one forward pass")
+              help="auto: bf16 on CUDA when supported, else fp16; on CPU bf16 when it has AVX-512 BF16 or AMX and "
+              "passes the start-up check against fp32, else fp32")
+    flags.add(g, "max_batch_size", "auto", autotune.int_or_auto,
+              help="most sequences in one forward pass (auto: measured at warm-up)")
+    flags.add(g, "max_batch_tokens", "auto", autotune.int_or_auto,
+              help="most padded tokens in one forward pass (auto: measured at warm-up)")
+    flags.add(g, "max_batch_latency_ms", "auto", autotune.float_or_auto,
+              help="the forward-pass time auto batch limits stay within (auto: 50 on CPU, 20 on GPU)")
+    flags.add(g, "engine", "auto", choices=["auto", "torch", "onnx"],
+              help="auto: whichever of torch and ONNX Runtime (model.onnx in the snapshot) measures faster")
+    flags.add(g, "compile", False, bool, help="torch.compile the forward; warm-up compiles every length bucket")
+    flags.add(g, "quantize", "none", choices=["none", "int8"],
+              help="int8: ONNX Runtime dynamic int8, kept only if it passes the start-up quality check")
     flags.add(g, "max_delay_ms", 1.0, float, help="longest wait for more work while the device is idle")
     flags.add(g, "instances", 1, int, help="model executions at once over shared weights")
     flags.add(g, "cpu_threads", 0, int, help="CPU threads for the model on CPU, split across instances "
@@ -75,5 +98,7 @@ def load(argv: list[str] | None = None) -> Settings:
         max_delay_ms=args.max_delay_ms, instances=args.instances, cpu_threads=args.cpu_threads,
         max_queue_sequences=args.max_queue_sequences, max_length=args.max_length, warmup=args.warmup,
         verify_snapshot=args.verify_snapshot, http_port=args.http_port, grpc_port=args.grpc_port,
-        workers=args.workers, grace_period=args.grace_period, max_body_bytes=args.max_body_bytes,
+        workers=args.workers, grace_period=args.grace_period,
+        max_batch_latency_ms=args.max_batch_latency_ms, engine=args.engine, compile=args.compile,
+        quantize=args.quantize, log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging, max_body_bytes=args.max_body_bytes,
     )

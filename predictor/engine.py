@@ -72,7 +72,7 @@ class TorchEngine:
     each has its own CUDA stream on a GPU, its share of the CPU threads otherwise."""
 
     def __init__(self, model_dir: Path, info: ModelInfo, device: str = "auto", dtype: str = "auto",
-                 instances: int = 1, cpu_threads: int = 0):
+                 instances: int = 1, cpu_threads: int = 0, compile: bool = False):
         import transformers
 
         self.model_dir = Path(model_dir)
@@ -94,28 +94,46 @@ class TorchEngine:
             # OpenMP teams are per calling thread: N concurrent executions split the budget
             torch.set_num_threads(threads_per_instance(cpu_threads, instances))
             self.streams = [None] * instances
+        self.forward, self.buckets = self.model, ()
+        if dtype == "auto" and self.device.type == "cpu":
+            from predictor import precision
+
+            precision.torch_cpu(self)  # bf16 where the CPU has it and the outputs pass
+        if compile:
+            from predictor import compiled
+
+            self.buckets = compiled.buckets(info.max_length)
+            self.forward = compiled.compile_model(self.model, self.buckets)
 
     def describe(self) -> dict:
         about = {"engine": "torch", "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                  "width": self.info.width, "task": self.info.task}
         if self.device.type == "cpu":
             about["threads"] = torch.get_num_threads()
+        if self.buckets:
+            about["compiled"] = "buckets " + ",".join(map(str, self.buckets))
         return about
 
-    def prepare(self, sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, sequences: list[np.ndarray]) -> tuple[torch.Tensor, ...]:
         ids, mask = tokenizer.pad(sequences, self.info.pad_id)
-        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
-        if self.device.type == "cuda":
-            ids_t, mask_t = ids_t.pin_memory(), mask_t.pin_memory()
-        return ids_t, mask_t
+        types = tokenizer.pad_type_ids(sequences)  # only when the batch holds (query, document) pairs
+        tensors = [torch.from_numpy(a) for a in (ids, mask, types) if a is not None]
+        if self.buckets:
+            from predictor import compiled
 
-    def execute(self, prepared: tuple[torch.Tensor, torch.Tensor], instance: int = 0) -> np.ndarray:
-        ids, mask = prepared
+            tensors = compiled.pad_to_bucket(tensors, self.buckets, self.info.pad_id)
+        if self.device.type == "cuda":
+            tensors = [t.pin_memory() for t in tensors]
+        return tuple(tensors)
+
+    def execute(self, prepared: tuple[torch.Tensor, ...], instance: int = 0) -> np.ndarray:
+        ids, mask, *types = prepared
         stream = self.streams[instance]
         with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             ids = ids.to(self.device, non_blocking=True)
             mask = mask.to(self.device, non_blocking=True)
-            rows = self.head(self.model(input_ids=ids, attention_mask=mask), mask).cpu().numpy()
+            extra = {"token_type_ids": types[0].to(self.device, non_blocking=True)} if types else {}
+            rows = self.head(self.forward(input_ids=ids, attention_mask=mask, **extra), mask).cpu().numpy()
         return rows
 
     def warmup(self, instance: int, max_length: int, max_batch_size: int) -> None:
@@ -126,6 +144,8 @@ class TorchEngine:
         shapes = ((1, 8), (min(32, max_batch_size), min(128, max_length)), (1, max_length))
         if self.device.type != "cuda":
             shapes = ((1, 8),)
+        if self.buckets:  # every graph before ready: batch 1 and batch >= 2 of each length bucket
+            shapes = tuple((size, length) for length in self.buckets for size in (1, 2))
         for size, length in shapes:
             started = time.perf_counter()
             seqs = [np.full(length, 100, dtype=np.int64)] * size
@@ -141,7 +161,20 @@ class TorchEngine:
 
 
 def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str = "auto", instances: int = 1,
-         cpu_threads: int = 0, max_length: int = 0) -> Engine:
-    """The engine for the snapshot in ``model_dir`` (torch today)."""
+         cpu_threads: int = 0, max_length: int = 0, engine: str = "auto", compile: bool = False,
+         quantize: str = "none") -> Engine:
+    """The engine for the snapshot in ``model_dir``: torch, ONNX Runtime (``model.onnx``, written by
+    ``python -m predictor.export_onnx``), or with ``auto`` whichever measures faster here."""
     info = metadata.read(model_dir, task, max_length)
-    return TorchEngine(model_dir, info, device, dtype, instances, cpu_threads)
+    if engine == "torch" and quantize != "none":
+        raise SnapshotInvalid(f"--quantize {quantize} needs --engine onnx (or auto)")
+    if engine == "onnx" or quantize != "none":
+        from predictor import engine_onnx
+
+        return engine_onnx.OnnxEngine(model_dir, info, device, instances, cpu_threads, quantize)
+    torch_engine = TorchEngine(model_dir, info, device, dtype, instances, cpu_threads, compile)
+    if engine == "torch" or compile or dtype not in ("auto", "float32"):
+        return torch_engine
+    from predictor import engine_onnx
+
+    return engine_onnx.fastest(torch_engine, model_dir, info, instances, cpu_threads)

@@ -1,7 +1,8 @@
 """Task heads: what a forward pass's outputs become, one row per sequence (float32).
 
 ``embedding`` pools the last hidden states as the snapshot declares (mean, CLS or max, then
-optional L2 normalisation); ``classification`` is a softmax over the logits. Each head names the
+optional L2 normalisation); ``classification`` is a softmax over the logits; ``rerank`` keeps a
+cross-encoder's one raw logit per (query, document) pair (the transformer applies the sigmoid). Each head names the
 transformers Auto class that loads the weights it needs.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from snapserve.metadata import CLASSIFICATION, EMBEDDING, ModelInfo, Pooling
+from snapserve.metadata import CLASSIFICATION, EMBEDDING, RERANK, ModelInfo, Pooling
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, spec: Pooling) -> torch.Tensor:
@@ -47,7 +48,17 @@ class ClassificationHead:
         return torch.softmax(outputs.logits.float(), dim=-1)
 
 
-HEADS = {EMBEDDING: EmbeddingHead, CLASSIFICATION: ClassificationHead}
+class RerankHead:
+    auto_class = "AutoModelForSequenceClassification"
+
+    def __init__(self, info: ModelInfo):
+        self.labels = info.labels
+
+    def __call__(self, outputs, mask: torch.Tensor) -> torch.Tensor:
+        return outputs.logits.float()  # [n, 1]: raw, so raw_scores needs no inverse of a saturated sigmoid
+
+
+HEADS = {EMBEDDING: EmbeddingHead, CLASSIFICATION: ClassificationHead, RERANK: RerankHead}
 
 
 def for_task(info: ModelInfo):

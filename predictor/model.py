@@ -15,10 +15,10 @@ import numpy as np
 from kserve import InferRequest
 
 from predictor.config import Settings
-from snapserve import metrics, tensors, tokenizer
+from snapserve import kserve_compat, metrics, tensors, tokenizer
 from snapserve.batching import Batcher
 from snapserve.errors import ServingError, batcher_refusals, json_object
-from snapserve.metadata import CLASSIFICATION
+from snapserve.metadata import CLASSIFICATION, RERANK
 
 log = logging.getLogger("snapserve.predictor")
 
@@ -32,13 +32,14 @@ class SnapshotModel(kserve.Model):
         self.batcher: Batcher | None = None
 
     def load(self) -> bool:
-        from predictor import engine
+        from predictor import autotune, engine
         from snapserve import snapshot
 
         s = self.settings
         if s.verify_snapshot and snapshot.verify(s.model_dir):
             log.info("snapshot manifest verified: %s", s.model_dir / snapshot.MANIFEST)
-        self.engine = engine.load(s.model_dir, s.task, s.device, s.dtype, s.instances, s.cpu_threads, s.max_length)
+        self.engine = engine.load(s.model_dir, s.task, s.device, s.dtype, s.instances, s.cpu_threads, s.max_length,
+                                  engine=s.engine, compile=s.compile, quantize=s.quantize)
         self.info = self.engine.info
         if (s.model_dir / "tokenizer.json").is_file():
             self.encoder = tokenizer.TextEncoder(s.model_dir, self.info)
@@ -47,12 +48,23 @@ class SnapshotModel(kserve.Model):
         log.info("model %s: %s max_length=%d instances=%d", s.model_name,
                  " ".join(f"{k}={v}" for k, v in self.engine.describe().items()), self.max_length, s.instances)
         self.batcher = Batcher(self.engine.prepare, self.engine.execute, s.batch_limits(), metrics.BatchObserver())
-        if s.warmup:  # on the threads that will serve: see Batcher's one thread per instance
-            self.batcher.on_each_instance(lambda k: self.engine.warmup(k, self.max_length, s.max_batch_size))
+        # warm-up on the threads that will serve (Batcher's one per instance), then the auto limits from it
+        self.batcher.limits = autotune.tune(self.engine, self.batcher, s, self.max_length)
         metrics.GPU_USED.set_function(lambda: self.engine.gpu_memory()[0])
         metrics.GPU_TOTAL.set_function(lambda: self.engine.gpu_memory()[1])
+        self.platform = f"snapserve:predictor:{self.info.task}"  # v2 metadata (kserve_compat patch 6)
+        kserve_compat.report_model_platform()
         self.ready = True
         return self.ready
+
+    def get_input_types(self) -> list[dict]:
+        """v2 metadata: padded token ids (a reranker's pairs also carry their segment ids); a BYTES
+        ``text`` input is accepted too when the snapshot has a tokenizer."""
+        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if self.info.task == RERANK else [])
+        return [tensors.spec(name, "INT64", [-1, -1]) for name in names]
+
+    def get_output_types(self) -> list[dict]:
+        return tensors.output_specs(self.info)
 
     # -- inputs ----------------------------------------------------------------------------
     def _texts(self, texts) -> list[np.ndarray]:
@@ -100,7 +112,21 @@ class SnapshotModel(kserve.Model):
         sequences = tokenizer.unpad(ids.astype(np.int64, copy=False), mask)
         if any(len(s) == 0 for s in sequences):
             raise ServingError("validation", "every sequence needs at least one token")
+        if "token_type_ids" in names:  # a cross-encoder's (query, document) pairs
+            sequences = self._segments(request, names["token_type_ids"], sequences, ids.shape, mask)
         return sequences
+
+    def _segments(self, request: InferRequest, datatype: str, sequences, shape, mask) -> list[np.ndarray]:
+        if datatype not in ("INT64", "INT32"):
+            raise ServingError("validation", "input 'token_type_ids' must be INT64")
+        types = self._tensor(request, "token_type_ids")
+        if types.shape != shape:
+            raise ServingError("validation", "'token_type_ids' must have the shape of 'input_ids'")
+        limit = self.info.type_vocab_size or 2
+        if types.min() < 0 or types.max() >= limit:
+            raise ServingError("validation", f"token type ids must be in [0, {limit})")
+        rows = tokenizer.unpad(types.astype(np.int64, copy=False), mask)
+        return [tokenizer.Segmented.of(s, t) for s, t in zip(sequences, rows, strict=True)]
 
     def _sequences(self, payload) -> list[np.ndarray]:
         if isinstance(payload, (bytes, bytearray)):  # a JSON body sent without a JSON content-type
@@ -124,13 +150,16 @@ class SnapshotModel(kserve.Model):
             rows = await self.batcher.submit(sequences)
         metrics.SEQUENCES.labels("predictor").inc(len(sequences))
         matrix = np.stack(rows).astype(np.float32, copy=False)
-        labels = None
-        if self.info.task == CLASSIFICATION:
+        labels, logits = None, None
+        if self.info.task in (CLASSIFICATION, RERANK):
             labels = [self.info.labels[i] for i in matrix.argmax(axis=1)]
+        if self.info.task == RERANK:  # the raw logits travel beside the probabilities (raw_scores)
+            logits, matrix = matrix, tensors.sigmoid(matrix)
         if isinstance(payload, InferRequest):
             params = payload.parameters or {}
-            binary = bool(params.get("binary_data_output")) and not payload.from_grpc
-            return tensors.response(self.name, response_id(payload, headers), matrix, labels, binary)
+            # gRPC answers in raw_output_contents, as Triton does (its clients read nothing else)
+            binary = payload.from_grpc or bool(params.get("binary_data_output"))
+            return tensors.response(self.name, response_id(payload, headers), matrix, labels, binary, logits)
         return {"predictions": tensors.predictions(matrix, labels)}
 
     async def drain(self) -> None:

@@ -48,6 +48,13 @@ def server_parser(component: str, description: str):
     add(group, "max_length", 0, int, help="truncate texts to this many tokens (0: the model's maximum)")
     add(group, "grace_period", 30, int, help="seconds to finish in-flight work after SIGTERM")
     add(group, "max_body_bytes", MAX_BODY_BYTES[component], int, help="largest request body (more: 413)")
+    # One access line per client request at the transformer (the predictor's callers are transformers,
+    # whose lines already name the request); probes and scrapes are not logged; kserve's per-request
+    # trace lines (kserve.trace) are off.
+    # (not --access_log: kserve's parser, which reads argv at import, would take it for --access_log_format)
+    add(group, "log_access", component == "transformer", bool, help="one log line per request")
+    add(group, "log_probes", False, bool, help="also log health probes and metric scrapes")
+    add(group, "trace_logging", False, bool, help="kserve's own per-request timing lines (kserve.trace)")
     return parser, group
 
 

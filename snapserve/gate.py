@@ -10,16 +10,22 @@ snapserve does not serve. ``install`` puts these and the body limit on an app in
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import urllib.parse
 import uuid
 
+import orjson
+
 from snapserve import metrics
 from snapserve.bodylimit import BodyLimit, header, reject
 from snapserve.errors import encoded
 
+access = logging.getLogger("snapserve.access")
+errors_log = logging.getLogger("snapserve.errors")
 INFERENCE_PATHS = ("/infer", ":predict", "/embeddings")
+PROBES = re.compile(r"^/$|^/metrics/?$|^/v2/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/ready)?$|^/v1/models/[^/:]+$")
 READY_PATHS = ("/v2/health/ready", "/ready")
 REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")  # printable, no spaces: safe in logs and headers
 
@@ -44,50 +50,115 @@ def ensure_request_id(scope) -> bytes:
     return rid
 
 
+class ErrorLog:
+    """One WARNING line per 5xx answer, with its request id and reason, at most ``burst`` lines per
+    ``window_s`` (a dead predictor under load must not flood the log); the rest are counted and the
+    count is reported on the next line that gets through."""
+
+    def __init__(self, burst: int = 10, window_s: float = 10.0):
+        self.burst, self.window_s = burst, window_s
+        self._window_start, self._in_window, self.suppressed = 0.0, 0, 0
+
+    def record(self, component: str, rid: str, method: str, path: str, status: int, reason: str) -> bool:
+        now = time.monotonic()
+        if now - self._window_start >= self.window_s:
+            self._window_start, self._in_window = now, 0
+        if self._in_window >= self.burst:
+            self.suppressed += 1
+            return False
+        self._in_window += 1
+        more = f" ({self.suppressed} more 5xx not logged)" if self.suppressed else ""
+        self.suppressed = 0
+        errors_log.warning("%s answered %d to %s %s (request %s): %s%s", component, status, method, path, rid,
+                           reason, more)
+        return True
+
+
 class RequestGate:
-    def __init__(self, app, component: str, state: DrainState = STATE):
+    def __init__(self, app, component: str, state: DrainState = STATE, log_access: bool = False,
+                 log_probes: bool = False, error_log: ErrorLog | None = None, ready_check=None):
         self.app = app
+        self.ready_check = ready_check  # async () -> reason not to be Ready, or None
         self.component = component
         self.state = state
+        self.log_access, self.log_probes = log_access, log_probes
+        self.error_log = error_log or ErrorLog()
         self.seconds = metrics.REQUEST_SECONDS.labels(component)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         rid = ensure_request_id(scope)
-        status = 500
+        started = time.perf_counter()
+        status, error_body = 500, b""
 
         async def send_with_id(message):
-            nonlocal status
+            nonlocal status, error_body
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
                 message = {**message, "headers": [*headers, (b"x-request-id", rid)]}
+            elif status >= 500 and len(error_body) < 512:
+                error_body += message.get("body", b"")[:512]
             await send(message)
 
+        try:
+            await self._gated(scope, receive, send_with_id)
+        finally:
+            self._log(scope, rid.decode(), status, error_body, time.perf_counter() - started)
+
+    async def _gated(self, scope, receive, send) -> None:
         path = scope["path"]
-        if self.state.draining and path.endswith(READY_PATHS):
-            return await refuse(send_with_id, "server is draining", count=None)
+        if path.endswith(READY_PATHS):
+            if self.state.draining:
+                return await refuse(send, "server is draining", count=None)
+            reason = await self.ready_check() if self.ready_check is not None else None
+            if reason:
+                return await refuse(send, f"not ready: {reason}", count=None, close=False)
         if not path.endswith(INFERENCE_PATHS):
-            return await self.app(scope, receive, send_with_id)
+            return await self.app(scope, receive, send)
         if self.state.draining:
-            return await refuse(send_with_id, "server is draining; retry on another replica", count=self.component)
+            return await refuse(send, "server is draining; retry on another replica", count=self.component)
         started = time.perf_counter()
+        status = {"code": 500}
+
+        async def track(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
         self.state.in_flight += 1
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, track)
         finally:
             self.state.in_flight -= 1
             self.seconds.observe(time.perf_counter() - started)
-            metrics.REQUESTS.labels(self.component, metrics.outcome(status)).inc()
+            metrics.REQUESTS.labels(self.component, metrics.outcome(status["code"])).inc()
+
+    def _log(self, scope, rid: str, status: int, error_body: bytes, seconds: float) -> None:
+        method, path = scope.get("method", ""), scope["path"]
+        # a 500 was logged with its traceback by the handler that made it
+        if status > 500:
+            self.error_log.record(self.component, rid, method, path, status, reason_of(error_body))
+        if self.log_access and (self.log_probes or not PROBES.match(path)):
+            client = (scope.get("client") or ("-",))[0]
+            access.info('%s "%s %s" %d %.1f ms id=%s', client, method, path, status, seconds * 1e3, rid)
 
 
-async def refuse(send, reason: str, count: str | None) -> None:
-    """503 + Retry-After, closing the connection so the client's next try lands elsewhere."""
+def reason_of(body: bytes) -> str:
+    try:
+        return str(orjson.loads(body).get("error", ""))[:200]
+    except (orjson.JSONDecodeError, AttributeError):
+        return body[:200].decode("utf-8", "replace")
+
+
+async def refuse(send, reason: str, count: str | None, close: bool = True) -> None:
+    """503 + Retry-After, closing the connection (draining) so the client's next try lands elsewhere."""
     payload = encoded("unavailable", reason)
+    headers = [(b"content-type", b"application/json"), (b"retry-after", b"1"),
+               (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": 503,
-                "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"), (b"connection", b"close"),
-                            (b"content-length", str(len(payload)).encode())]})
+                "headers": [*headers, (b"connection", b"close")] if close else headers})
     await send({"type": "http.response.body", "body": payload})
     if count:
         metrics.REQUESTS.labels(count, "rejected").inc()
@@ -123,11 +194,13 @@ def versioned(scope) -> bool:
     return any(values)
 
 
-def install(app, component: str, max_body_bytes: int, inner: tuple = ()) -> None:
+def install(app, component: str, max_body_bytes: int, inner: tuple = (), log_access: bool = False,
+            log_probes: bool = False, ready_check=None) -> None:
     """From the outside in: RequestGate, ``inner`` middlewares (class, kwargs) in order (the
     transformer's guard), ClosedRoutes, BodyLimit, then kserve's app."""
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(ClosedRoutes)
     for cls, kwargs in reversed(inner):
         app.add_middleware(cls, **kwargs)
-    app.add_middleware(RequestGate, component=component)
+    app.add_middleware(RequestGate, component=component, log_access=log_access, log_probes=log_probes,
+                       ready_check=ready_check)

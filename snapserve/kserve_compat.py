@@ -30,6 +30,20 @@ def check_version(found: str | None = None) -> None:
 check_version()
 
 
+# -- 0. kserve's own deprecated FastAPI API ----------------------------------------------------
+def quiet_kserve_deprecations() -> None:
+    """kserve 0.21 answers with FastAPI's ORJSONResponse, deprecated since FastAPI 0.131; kserve also
+    needs starlette>=1.3.1, which no FastAPI before 0.131 accepts, so no pin avoids the warning that
+    every start would print. Only that one warning is silenced; snapserve's own code does not use it."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated", module=r"fastapi\..*")
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated", module=r"kserve\..*")
+
+
+quiet_kserve_deprecations()
+
+
 # -- 1. kserve's module-global argument parser ------------------------------------------------
 def kserve_parser() -> argparse.ArgumentParser:
     """kserve's own parser, to extend with ``parents=`` (importing kserve.model_server parses argv
@@ -65,9 +79,17 @@ def replace_kserve_handlers(handlers: dict[str, Callable]) -> None:
 
 
 # -- 3. kserve's binary-tensor decoding -------------------------------------------------------
+INFERENCE_HEADER = "inference-header-content-length"
+
+
+def has_header_length(headers) -> bool:
+    return any(str(k).lower() == INFERENCE_HEADER for k in headers)
+
+
 def guard_binary_decoding() -> None:
     """kserve's binary-tensor decoding raises ValueError & co. on malformed bodies (a bad
-    ``inference-header-content-length``, a buffer of the wrong size): those are the client's, 400."""
+    ``inference-header-content-length``, a buffer of the wrong size): those are the client's, 400.
+    A v2 body that arrives as bytes without that header is read as JSON (3b, below)."""
     from kserve.errors import InvalidInput
     from kserve.protocol import dataplane
 
@@ -76,6 +98,11 @@ def guard_binary_decoding() -> None:
         return
 
     def decode_inference_request(self, body, headers, model_name):
+        if isinstance(body, (bytes, bytearray)) and headers is not None and not has_header_length(headers):
+            # 3b. Triton reads a body without Inference-Header-Content-Length as all JSON (tritonclient
+            # sends JSON-only requests so, with no content type); kserve refuses it. The JSON part then
+            # spans the whole body.
+            headers = {**headers, INFERENCE_HEADER: str(len(body))}
         try:
             return original(self, body, headers, model_name)
         except InvalidInput:
@@ -115,3 +142,32 @@ def run_beside(server, coroutine: Coroutine) -> None:
 
 async def remember_loop(holder: dict) -> None:
     holder["loop"] = asyncio.get_running_loop()
+
+
+# -- 6. the platform in v2 model metadata -----------------------------------------------------
+def report_model_platform() -> None:
+    """kserve's ``DataPlane.model_metadata`` (REST and gRPC) answers ``platform: ""`` for every model;
+    answer the model's own ``platform`` attribute instead (its inputs and outputs already come from
+    the public ``get_input_types`` / ``get_output_types`` hooks)."""
+    from kserve.protocol import dataplane
+
+    original = dataplane.DataPlane.model_metadata
+    if getattr(original, "snapserve_platform", False):
+        return
+
+    async def model_metadata(self, model_name: str):
+        answer = await original(self, model_name)
+        platform = getattr(self.get_model_from_registry(model_name), "platform", "")
+        if isinstance(platform, str) and platform:
+            answer["platform"] = platform
+        return answer
+
+    model_metadata.snapserve_platform = True
+    dataplane.DataPlane.model_metadata = model_metadata
+
+
+# -- 7. raw (binary) tensor contents of a gRPC input ------------------------------------------
+def has_raw_data(tensor) -> bool:
+    """Whether a kserve ``InferInput`` holds its values as raw bytes (gRPC ``raw_input_contents``,
+    which Triton's clients send) rather than in ``data``: kserve exposes no public accessor."""
+    return getattr(tensor, "_raw_data", None) is not None

@@ -18,8 +18,11 @@ from snapserve.gate import STATE, DrainState
 log = logging.getLogger("snapserve")
 
 
-def configure_logging() -> None:
-    """Send snapserve's own INFO lines (settings, warm-up, drain) to kserve's handlers."""
+def configure_logging(settings=None) -> None:
+    """Send snapserve's own INFO lines (settings, warm-up, drain, access) to kserve's handlers, and
+    quieten what would log per request: uvicorn's access log (the gate writes ours, without probes),
+    kserve's trace lines unless ``settings.trace_logging``, and progress bars. Call it after
+    ``kserve.ModelServer(...)``, which configures logging once (uvicorn does not again)."""
     from kserve.logging import logger as kserve_logger
 
     ours = logging.getLogger("snapserve")
@@ -27,6 +30,9 @@ def configure_logging() -> None:
     if kserve_logger.handlers:
         ours.handlers = list(kserve_logger.handlers)
         ours.propagate = False
+    logging.getLogger("uvicorn.access").disabled = True
+    if not getattr(settings, "trace_logging", False):
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
 
 
 def run(server, model, grace_period: float, state: DrainState = STATE) -> None:

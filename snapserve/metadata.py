@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 EMBEDDING, CLASSIFICATION = "embedding", "classification"
-TASKS = (EMBEDDING, CLASSIFICATION)
+RERANK = "rerank"  # a one-label sequence classifier over (query, document) pairs: a cross-encoder
+TASKS = (EMBEDDING, CLASSIFICATION, RERANK)
 DEFAULT_MAX_LENGTH = 512
 
 
@@ -35,11 +36,16 @@ class ModelInfo:
     pooling: Pooling
     hidden_size: int
     vocab_size: int | None
+    # sentence-transformers' config_sentence_transformers.json: named prompts, and Matryoshka widths
+    prompts: dict[str, str] = dataclasses.field(default_factory=dict)
+    default_prompt_name: str | None = None
+    matryoshka_dims: tuple[int, ...] = ()
+    type_vocab_size: int = 0  # segment ids a pair may use (BERT 2, RoBERTa/XLM-R 1); 0: not declared
 
     @property
     def width(self) -> int:
-        """Columns of one output row: the label count of a classifier, else the hidden size."""
-        return len(self.labels) if self.task == CLASSIFICATION else self.hidden_size
+        """Columns of one output row: the label count of a classifier (1 for rerank), else the hidden size."""
+        return len(self.labels) if self.task in (CLASSIFICATION, RERANK) else self.hidden_size
 
 
 def read_json(path: Path) -> dict:
@@ -73,7 +79,8 @@ def detect_task(config: dict, override: str = "auto") -> str:
             raise SnapshotInvalid(f"--task {override!r}: expected auto or one of {', '.join(TASKS)}")
         return override
     if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
-        return CLASSIFICATION
+        # one label is the sentence-transformers CrossEncoder layout: a relevance logit per pair
+        return RERANK if len(labels(config)) == 1 else CLASSIFICATION
     return EMBEDDING
 
 
@@ -114,6 +121,19 @@ def pooling(model_dir: Path) -> Pooling:
     return Pooling(mode, normalize)
 
 
+def sentence_transformers(model_dir: Path, config: dict) -> dict:
+    """Prompts and Matryoshka widths the snapshot declares (config_sentence_transformers.json; the
+    widths also as ``matryoshka_dimensions`` in config.json, where vLLM reads them)."""
+    st = read_json(model_dir / "config_sentence_transformers.json")
+    prompts = st.get("prompts") if isinstance(st.get("prompts"), dict) else {}
+    prompts = {str(k): v for k, v in prompts.items() if isinstance(v, str)}
+    default = st.get("default_prompt_name")
+    dims = st.get("matryoshka_dims") or st.get("matryoshka_dimensions") or config.get("matryoshka_dimensions") or ()
+    dims = dims if isinstance(dims, list) else ()
+    return {"prompts": prompts, "default_prompt_name": default if default in prompts else None,
+            "matryoshka_dims": tuple(sorted({d for d in dims if isinstance(d, int) and not isinstance(d, bool) and d > 0}))}
+
+
 def read(model_dir: str | Path, task: str = "auto", max_length_override: int = 0) -> ModelInfo:
     """Everything both servers need to know about the snapshot in ``model_dir``."""
     model_dir = Path(model_dir)
@@ -124,10 +144,12 @@ def read(model_dir: str | Path, task: str = "auto", max_length_override: int = 0
     return ModelInfo(
         task=kind,
         architectures=tuple(config.get("architectures") or ()),
-        labels=labels(config) if kind == CLASSIFICATION else (),
+        labels=(labels(config) or ("LABEL_0",)) if kind in (CLASSIFICATION, RERANK) else (),
         pad_id=pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 0,
         max_length=max_length_override or max_length(model_dir, config),
         pooling=pooling(model_dir),
         hidden_size=int(config.get("hidden_size") or 0),
         vocab_size=vocab if isinstance(vocab, int) and vocab > 0 else None,
+        type_vocab_size=max(0, int(config.get("type_vocab_size") or 0)),
+        **sentence_transformers(model_dir, config),
     )

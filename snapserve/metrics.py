@@ -56,3 +56,8 @@ def outcome(status: int) -> str:
     if status == 429 or status == 503:
         return "rejected"
     return "client_error" if status < 500 else "error"
+
+
+# The batch limits in force: tuned at warm-up (``auto``) or set by flags (predictor only).
+BATCH_LIMIT = Gauge("snapserve_batch_limit", "Batch limits in force (limit: max_batch_size, max_batch_tokens, "
+                    "max_batch_latency_ms)", ["limit"])

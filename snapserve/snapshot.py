@@ -21,9 +21,10 @@ import sys
 from pathlib import Path
 
 MANIFEST = "snapserve-manifest.json"
-# Everything serving reads; anything else in a snapshot (pickles, ONNX, READMEs) stays behind.
+# Everything serving reads; anything else in a snapshot (pickles, a hub's onnx/ folder, READMEs) stays
+# behind. model.onnx at the top is ours (python -m predictor.export_onnx): listed, so an unlisted one is refused.
 KEEP = (
-    "config.json", "*.safetensors", "model.safetensors.index.json",
+    "config.json", "*.safetensors", "model.safetensors.index.json", "model.onnx",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "merges.txt",
     "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json",
     "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
@@ -33,7 +34,7 @@ KEEP = (
 TOKENIZER_KEEP = (
     "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
     "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json",
-    "sentence_bert_config.json",
+    "sentence_bert_config.json", "config_sentence_transformers.json", "modules.json",  # prompts, Matryoshka widths
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5", ".msgpack")
 

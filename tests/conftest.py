@@ -32,10 +32,12 @@ def model_dir() -> Path:
 @pytest.fixture(scope="session")
 def servers(model_dir, tmp_path_factory) -> Servers:
     logs = tmp_path_factory.mktemp("server-logs")
-    predictor, p_grpc = procs.start_predictor(model_dir=model_dir, log_dir=logs)
+    # request-id tests read the predictor's access lines and the transformer's predictor-call lines
+    predictor, p_grpc = procs.start_predictor(model_dir=model_dir, log_dir=logs, extra=["--log_access", "true"])
     host = predictor.url.removeprefix("http://")
     try:
-        transformer, t_grpc = procs.start_transformer(host, model_dir=model_dir, log_dir=logs)
+        transformer, t_grpc = procs.start_transformer(host, model_dir=model_dir, log_dir=logs,
+                                                      extra=["--log_predictor_calls", "true"])
     except Exception:
         predictor.stop()
         raise

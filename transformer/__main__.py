@@ -21,13 +21,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from snapserve import flags, http_errors, lifecycle
     from snapserve.metadata import SnapshotInvalid
-    from transformer import guard, openai_api
+    from transformer import guard, openai_api, rerank, tokenize_api
     from transformer.model import EmbeddingTransformer
 
     # No kserve PredictorConfig: the transformer's own PredictorClient calls the predictor.
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port,
-                                workers=settings.workers, grace_period=settings.grace_period)
-    lifecycle.configure_logging()
+                                workers=settings.workers, grace_period=settings.grace_period,
+                                enable_latency_logging=settings.trace_logging)
+    lifecycle.configure_logging(settings)
     log.info("settings: %s", flags.describe(settings))
     try:
         model = EmbeddingTransformer(settings)
@@ -36,7 +37,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     http_errors.install(model_server.app)
     model_server.app.include_router(openai_api.router(model))
-    guard.install(model_server.app, settings.guard)
+    model_server.app.include_router(rerank.router(model))
+    model_server.app.include_router(tokenize_api.router(model))
+    # Ready only while a predictor answered recently (README: "Readiness"): a Service must not route to
+    # a transformer whose requests can only wait and fail.
+    ready_check = None
+    client = getattr(model, "client", None)
+    if settings.predictor_unready_after_s > 0 and hasattr(client, "unready_reason"):
+        async def ready_check():
+            return await client.unready_reason(settings.predictor_unready_after_s)
+    guard.install(model_server.app, settings.guard, log_access=settings.log_access, log_probes=settings.log_probes,
+                  ready_check=ready_check)
     lifecycle.run(server, model, settings.grace_period)
     return 0
 

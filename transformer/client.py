@@ -8,6 +8,8 @@ stays 422, 429/503 keep their Retry-After); only the predictor's own failures be
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import httpx
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferRequest, InferResponse, RESTConfig
@@ -16,6 +18,9 @@ from snapserve import metrics
 from snapserve.errors import STATUS, ServingError, error_type_for
 
 FORWARDED = ("x-request-id", "traceparent", "tracestate")
+BACKOFF_S, MAX_BACKOFF_S = 0.05, 1.0  # retries while no predictor is reachable
+PROBE_AFTER_S, PROBE_TIMEOUT_S = 2.0, 1.0
+log = logging.getLogger("snapserve.transformer")
 
 
 class PredictorClient:
@@ -28,6 +33,8 @@ class PredictorClient:
         self.base_url = f"{'https' if use_ssl else 'http'}://{host}"
         self._grpc: InferenceGRPCClient | None = None
         self._rest: InferenceRESTClient | None = None
+        self.last_ok = self.last_probe = 0.0  # time.monotonic() of the last answer / readiness probe
+        self.down_since: float | None = None  # first failure since the last answer
 
     @property
     def binary(self) -> bool:
@@ -45,19 +52,52 @@ class PredictorClient:
         timeout = httpx.Timeout(self.timeout_s, connect=min(self.connect_timeout_s, self.timeout_s))
         self._rest = InferenceRESTClient(RESTConfig(transport=transport, protocol="v2", timeout=timeout))
 
-    async def infer(self, request: InferRequest, headers: dict[str, str] | None = None) -> InferResponse:
-        """One v2 inference; predictor errors raised as ``ServingError`` from the status table."""
+    async def infer(self, request: InferRequest, headers: dict[str, str] | None = None,
+                    deadline: float | None = None) -> InferResponse:
+        """One v2 inference, predictor errors raised as ``ServingError`` from the status table.
+
+        While no predictor is reachable (connection refused or reset, 503 while one drains or
+        restarts) the call is held and retried with back-off until ``deadline`` (``time.monotonic()``),
+        so a restart that fits in the caller's deadline shows as latency, not as an error. Each try's
+        timeout is what is left of the deadline; a try that runs out of it is a 504."""
+        deadline = deadline if deadline is not None else time.monotonic() + self.timeout_s
         forward = {k: v for k, v in (headers or {}).items() if k.lower() in FORWARDED}
+        backoff = BACKOFF_S
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServingError("timeout", "no predictor answered within the request's deadline")
+            forward["x-request-timeout-ms"] = str(max(1, int(left * 1000)))
+            try:
+                response = await self._try(request, forward, min(left, self.timeout_s))
+                self.last_ok, self.down_since = time.monotonic(), None
+                return response
+            except ServingError as exc:
+                if exc.error_type != "unavailable":
+                    raise
+                self.down_since = self.down_since or time.monotonic()
+                if deadline - time.monotonic() <= backoff:
+                    raise
+                log.debug("predictor unavailable (%s); retrying in %.2f s", exc.reason, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+
+    async def _try(self, request: InferRequest, forward: dict[str, str], timeout: float) -> InferResponse:
         if self._grpc is None and self._rest is None:
             self._connect()
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             if self._grpc is not None:
-                return await self._grpc.infer(request, headers=tuple(forward.items()))
-            return await self._rest.infer(self.base_url, request, model_name=self.model_name, headers=forward)
+                return await self._grpc.infer(request, timeout=timeout, headers=tuple(forward.items()))
+            return await self._rest.infer(self.base_url, request, model_name=self.model_name, headers=forward,
+                                          timeout=httpx.Timeout(timeout, connect=min(self.connect_timeout_s, timeout)))
         except httpx.HTTPStatusError as exc:
             raise upstream_error(exc.response) from None
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise ServingError("unavailable", "predictor unreachable (connect timeout)", retry_after=1) from None
+            raise ServingError("timeout", "the predictor did not answer within the request's deadline") from None
         except (httpx.TransportError, OSError) as exc:
             raise ServingError("unavailable", f"predictor unreachable ({type(exc).__name__})", retry_after=1) from None
         except Exception as exc:
@@ -67,6 +107,31 @@ class PredictorClient:
             raise grpc_error from None
         finally:
             metrics.PREDICTOR_CALL.observe(loop.time() - started)
+
+    async def unready_reason(self, unready_after_s: float) -> str | None:
+        """Why the transformer should not be Ready, or None. Not Ready once no predictor has answered
+        for ``unready_after_s`` (one blip does not turn the tier unready); with no recent call, a quick
+        probe of the predictor's readiness stands in for traffic."""
+        now = time.monotonic()
+        if now - self.last_ok > PROBE_AFTER_S and (self.down_since is None or now - self.last_probe > PROBE_AFTER_S):
+            self.last_probe = now
+            if await self._probe():
+                self.last_ok, self.down_since = time.monotonic(), None
+            else:
+                self.down_since = self.down_since or now
+        if self.down_since is not None and time.monotonic() - self.down_since >= unready_after_s:
+            return f"no predictor answered for {time.monotonic() - self.down_since:.0f} s ({self.host})"
+        return None
+
+    async def _probe(self) -> bool:
+        if self._grpc is None and self._rest is None:
+            self._connect()
+        try:
+            if self._grpc is not None:
+                return bool(await self._grpc.is_server_ready(timeout=PROBE_TIMEOUT_S))
+            return bool(await self._rest.is_server_ready(self.base_url, timeout=PROBE_TIMEOUT_S))
+        except Exception:  # noqa: BLE001 - any failure to answer is "not reachable"
+            return False
 
     async def close(self) -> None:
         if self._grpc is not None:

@@ -30,9 +30,20 @@ class Settings:
     grpc_port: int
     workers: int
     grace_period: int
+    log_access: bool
+    log_probes: bool
+    trace_logging: bool
+    log_predictor_calls: bool
+    request_timeout_ms: float
+    predictor_connect_timeout_ms: float
+    predictor_unready_after_s: float
     guard: guard.GuardSettings
+    max_dimensions: int = 0  # widest Matryoshka `dimensions` a request may ask for (0: the model's width)
+    matryoshka_dims: tuple[int, ...] = ()  # the only widths allowed (empty: the snapshot's, else any)
 
     def __post_init__(self):
+        if self.max_dimensions < 0 or any(d < 1 for d in self.matryoshka_dims):
+            raise ValueError("--max_dimensions must be >= 0 and --matryoshka_dims positive integers")
         if not self.predictor_host:
             raise ValueError("--predictor_host is required (host:port of the predictor)")
         if self.predictor_protocol not in ("v2", "grpc-v2"):
@@ -41,6 +52,11 @@ class Settings:
                      "max_queue_sequences"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1")
+        for name in ("request_timeout_ms", "predictor_connect_timeout_ms"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be > 0 (got {getattr(self, name)})")
+        if not self.predictor_unready_after_s >= 0:
+            raise ValueError("--predictor_unready_after_s must be >= 0")
         if not self.coalesce_delay_ms >= 0:  # the coalescer would report it as its own max_delay_ms
             raise ValueError(f"--coalesce_delay_ms must be >= 0 (got {self.coalesce_delay_ms})")
 
@@ -55,8 +71,27 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "predictor_max_in_flight", 4, int, help="predictor calls at once from this process")
     flags.add(g, "max_queue_sequences", 2048, int,
               help="sequences waiting for a predictor call before 429 (size it to 1-2 s of capacity)")
+    flags.add(g, "request_timeout_ms", 25_000.0, float, help="longest a request may take, waiting for a "
+              "predictor included (504 past it); a client's x-request-timeout-ms / request-timeout may ask "
+              "for less. Keep it under the route's timeout (HTTPRoute: 30 s)")
+    flags.add(g, "predictor_connect_timeout_ms", 3_000.0, float, help="connecting to the predictor")
+    flags.add(g, "predictor_unready_after_s", 10.0, float, help="turn not-ready once no predictor has "
+              "answered for this long (0: readiness ignores the predictor)")
+    flags.add(g, "log_predictor_calls", False, bool,
+              help="one line per predictor call, naming the client request ids it served")
+    flags.add(g, "max_dimensions", 0, int, help="widest Matryoshka 'dimensions' a request may ask for "
+              "(0: the model's width)")
+    flags.add(g, "matryoshka_dims", (), int_list, help="comma-separated widths 'dimensions' must be one of "
+              "(default: the snapshot's config_sentence_transformers.json matryoshka_dims, else any up to the width)")
     guard.add_arguments(g)
     return p
+
+
+def int_list(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
 
 
 def load(argv: list[str] | None = None) -> Settings:
@@ -72,5 +107,10 @@ def load(argv: list[str] | None = None) -> Settings:
         max_text_chars=args.max_text_chars, coalesce_max_sequences=args.coalesce_max_sequences,
         coalesce_delay_ms=args.coalesce_delay_ms, predictor_max_in_flight=args.predictor_max_in_flight,
         max_queue_sequences=args.max_queue_sequences, http_port=args.http_port, grpc_port=args.grpc_port,
-        workers=args.workers, grace_period=args.grace_period, guard=guard.settings_from(args),
+        workers=args.workers, grace_period=args.grace_period,
+        log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging,
+        log_predictor_calls=args.log_predictor_calls, request_timeout_ms=args.request_timeout_ms,
+        predictor_connect_timeout_ms=args.predictor_connect_timeout_ms,
+        predictor_unready_after_s=args.predictor_unready_after_s, guard=guard.settings_from(args),
+        max_dimensions=args.max_dimensions, matryoshka_dims=tuple(args.matryoshka_dims),
     )

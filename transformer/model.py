@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 import uuid
 
 import kserve
 import numpy as np
 from kserve import InferInput, InferRequest, InferResponse
 
-from snapserve import metadata, metrics, tensors, tokenizer
+from snapserve import kserve_compat, metadata, metrics, tensors, tokenizer
 from snapserve.batching import Batcher, BatchLimits, Work
 from snapserve.errors import ServingError, batcher_refusals, json_object
+from transformer import encoding_options, rerank
 from transformer.client import PredictorClient
 from transformer.config import Settings
 
@@ -32,6 +34,9 @@ class Job:
     rows: list | None = None
     request_id: str = ""
     headers: dict[str, str] = dataclasses.field(default_factory=dict)  # forwarded: x-request-id, traceparent
+    timeout_s: float | None = None  # what the client asked for (x-request-timeout-ms / request-timeout)
+    deadline: float = 0.0  # time.monotonic() by which it is answered or dropped (set in predict)
+    options: dict = dataclasses.field(default_factory=dict)  # per-form choices (rerank: raw_scores)
 
     @property
     def tokens(self) -> int:
@@ -44,16 +49,30 @@ class EmbeddingTransformer(kserve.Model):
         self.settings = settings
         self.info = metadata.read(settings.model_dir, "auto", settings.max_length)
         self.encoder = tokenizer.TextEncoder(settings.model_dir, self.info)
-        self.classification = self.info.task == metadata.CLASSIFICATION
+        self.classification = self.info.task in (metadata.CLASSIFICATION, metadata.RERANK)
         self.client = PredictorClient(settings.predictor_host, settings.predictor_protocol, settings.model_name,
-                                      settings.predictor_timeout, settings.predictor_use_ssl)
+                                      settings.predictor_timeout, settings.predictor_use_ssl,
+                                      settings.predictor_connect_timeout_ms / 1000)
         # Requests that arrive while predictor calls are in flight share the next call: the
         # predictor sees few large requests (two-level batching), each request keeps its rows.
         limits = BatchLimits(max_batch_size=settings.coalesce_max_sequences, max_batch_tokens=1 << 20,
                              max_delay_ms=settings.coalesce_delay_ms, instances=settings.predictor_max_in_flight,
                              max_queue_sequences=settings.max_queue_sequences)
         self.coalescer = Batcher(None, self._call_predictor, limits, isolate=is_request_error)
+        self.platform = f"snapserve:transformer:{self.info.task}"  # v2 metadata (kserve_compat patch 6)
+        kserve_compat.report_model_platform()
         self.ready = True
+
+    def get_input_types(self) -> list[dict]:
+        """v2 metadata: texts (a reranker: one query and its documents)."""
+        if self.info.task == metadata.RERANK:
+            return [tensors.spec("query", "BYTES", [1]), tensors.spec("text", "BYTES", [-1])]
+        return [tensors.spec("text", "BYTES", [-1])]
+
+    def get_output_types(self) -> list[dict]:
+        if self.info.task == metadata.RERANK:
+            return [tensors.spec("score", "FP32", [-1])]
+        return tensors.output_specs(self.info)
 
     # -- validation ------------------------------------------------------------------------
     def validate_texts(self, texts) -> list[str]:
@@ -81,7 +100,7 @@ class EmbeddingTransformer(kserve.Model):
                 raise ServingError("unprocessable", f"item {i} is {n} tokens; this model takes at most "
                                    f"{self.encoder.max_length} (send truncate: true to cut it)")
 
-    def texts_of(self, payload) -> tuple[list[str], str, bool]:
+    def texts_of(self, payload) -> tuple[list[str], str, bool, dict]:
         if isinstance(payload, (bytes, bytearray)):  # a JSON body sent without a JSON content-type
             payload = json_object(payload)
         if isinstance(payload, InferRequest):
@@ -91,17 +110,19 @@ class EmbeddingTransformer(kserve.Model):
             texts = tensors.texts(inputs["text"])
             params = payload.parameters or {}
             binary = bool(params.get("binary_data_output"))
-            texts = self.validate_texts(texts)
+            options = encoding_options.read(self, params)
+            texts = encoding_options.prompted(options, self.validate_texts(texts))
             truncate = params.get("truncate", True)
             self.check_length(texts, getattr(truncate, "bool_param", truncate))  # gRPC wraps parameters
-            return texts, V2, binary and not payload.from_grpc
+            return texts, V2, payload.from_grpc or binary, options  # gRPC: raw outputs, as Triton
         if isinstance(payload, dict) and "instances" in payload:
             params = payload.get("parameters") or {}
             if not isinstance(params, dict):
                 raise ServingError("validation", "'parameters' must be an object")
-            texts = self.validate_texts(payload["instances"])
+            options = encoding_options.read(self, params)
+            texts = encoding_options.prompted(options, self.validate_texts(payload["instances"]))
             self.check_length(texts, params.get("truncate", True))
-            return texts, V1, False
+            return texts, V1, False, options
         raise ServingError("validation", 'expected {"instances": ["text", ...]} or a v2 request with a BYTES input "text"')
 
     # -- kserve hooks ----------------------------------------------------------------------
@@ -115,7 +136,11 @@ class EmbeddingTransformer(kserve.Model):
         ids, mask = self.encoder.pad(sequences)
         binary = self.client.binary
         inputs = []
-        for name, array in (("input_ids", ids), ("attention_mask", mask)):
+        arrays = [("input_ids", ids), ("attention_mask", mask)]
+        types = tokenizer.pad_type_ids(sequences)  # (query, document) pairs: a cross-encoder needs them
+        if types is not None:
+            arrays.append(("token_type_ids", types))
+        for name, array in arrays:
             item = InferInput(name=name, shape=list(array.shape), datatype="INT64")
             item.set_data_from_numpy(array, binary_data=binary)
             inputs.append(item)
@@ -131,16 +156,25 @@ class EmbeddingTransformer(kserve.Model):
         return payload  # preprocess validated the client's input; kserve's check expects a dict
 
     async def preprocess(self, payload, headers=None) -> Job:
-        texts, form, binary = self.texts_of(payload)
+        if isinstance(payload, InferRequest) and any(i.name == "query" for i in payload.inputs):
+            return await rerank.v2_job(self, payload, headers)
+        texts, form, binary, options = self.texts_of(payload)
         self.refuse_if_full(len(texts))
-        job = Job(form, await self.tokenize(texts), binary, **traced(headers))
+        job = Job(form, await self.tokenize(texts), binary, **traced(headers), options=options)
         if isinstance(payload, InferRequest) and payload.id:
             job.request_id = payload.id  # a v2 answer's id is its request's (Open Inference Protocol)
         return job
 
     async def predict(self, payload: Job, headers=None, response_headers=None) -> Job:
+        cap = self.settings.request_timeout_ms / 1000
+        payload.deadline = payload.deadline or time.monotonic() + min(cap, payload.timeout_s or cap)
         with batcher_refusals():
-            payload.rows = await self.coalescer.submit(payload.sequences, context=payload.headers)
+            try:
+                payload.rows = await asyncio.wait_for(self.coalescer.submit(payload.sequences, context=payload),
+                                                      max(0.0, payload.deadline - time.monotonic()))
+            except TimeoutError:  # the coalescer drops its queued sequences (the submit was cancelled)
+                raise ServingError("timeout", f"no answer within the request's deadline of "
+                                   f"{min(cap, payload.timeout_s or cap) * 1000:.0f} ms") from None
         return payload
 
     async def _call_predictor(self, work: Work, _instance: int = 0) -> list:
@@ -148,7 +182,9 @@ class EmbeddingTransformer(kserve.Model):
 
         A call for one client carries that client's x-request-id and traceparent; a call shared by
         several gets an id of its own, and its log line names the client ids it served."""
-        clients = [c for c in work.contexts if c]
+        jobs = [job for job in work.contexts if job is not None]
+        clients = [job.headers for job in jobs]
+        deadline = max((job.deadline for job in jobs), default=0.0) or None  # the longest waiter's
         if len(clients) == 1:
             headers = dict(clients[0])
         else:
@@ -156,20 +192,31 @@ class EmbeddingTransformer(kserve.Model):
             if clients and "traceparent" in clients[0]:
                 headers["traceparent"] = clients[0]["traceparent"]
         call_id = headers.get("x-request-id") or uuid.uuid4().hex
-        log.info("predictor call %s: %d sequences for client requests %s", call_id, len(work),
-                 ",".join(c.get("x-request-id", "-") for c in clients) or "-")
-        response = await self.client.infer(self.request_for(list(work), call_id), headers)
-        matrix = response.outputs[0].as_numpy().astype(np.float32, copy=False)
+        if self.settings.log_predictor_calls:
+            log.info("predictor call %s: %d sequences for client requests %s", call_id, len(work),
+                     ",".join(c.get("x-request-id", "-") for c in clients) or "-")
+        response = await self.client.infer(self.request_for(list(work), call_id), headers, deadline)
+        # a rerank predictor's raw logits, else its first output (embedding or probabilities)
+        first = next((o for o in response.outputs if o.name == "logits"), response.outputs[0])
+        matrix = first.as_numpy().astype(np.float32, copy=False)
         labels = self.labels_of(response) or [None] * len(matrix)
         return list(zip(matrix, labels, strict=True))
 
     async def postprocess(self, job: Job, headers=None, response_headers=None):
-        matrix = np.stack([vector for vector, _ in job.rows])
+        if job.form == rerank.RERANK_V2:
+            return rerank.v2_response(self, job)
+        matrix = encoding_options.truncate(np.stack([vector for vector, _ in job.rows]), job.options.get("dimensions"))
+        if self.info.task == metadata.RERANK:  # a single text's relevance logit as a probability
+            matrix = tensors.sigmoid(matrix)
         labels = [label for _, label in job.rows] if self.classification else None
         metrics.SEQUENCES.labels("transformer").inc(len(matrix))
+        counts = [len(seq) for seq in job.sequences]  # tokens per text (prompt and special tokens included)
         if job.form == V1:
-            return {"predictions": tensors.predictions(matrix, labels)}
-        return tensors.response(self.name, job.request_id or uuid.uuid4().hex, matrix, labels, job.binary)
+            return {"predictions": tensors.predictions(matrix, labels),
+                    "parameters": {"token_counts": counts, "prompt_tokens": sum(counts)}}
+        answer = tensors.response(self.name, job.request_id or uuid.uuid4().hex, matrix, labels, job.binary)
+        answer.parameters = token_parameters(counts)
+        return answer
 
     @staticmethod
     def labels_of(response: InferResponse) -> list[str] | None:
@@ -178,14 +225,18 @@ class EmbeddingTransformer(kserve.Model):
                 return [v.decode() if isinstance(v, bytes) else str(v) for v in output.as_numpy().reshape(-1)]
         return None
 
-    async def embed(self, texts: list[str], headers=None, truncate: bool = True) -> tuple[np.ndarray, int]:
-        """texts -> (vectors [n, dim], prompt tokens): the pipeline without kserve's request types."""
-        texts = self.validate_texts(texts)
+    async def embed(self, texts: list[str], headers=None, truncate: bool = True,
+                    options: dict | None = None) -> tuple[np.ndarray, int]:
+        """texts -> (vectors [n, dim], prompt tokens): the pipeline without kserve's request types.
+        ``options`` from ``encoding_options.read``: Matryoshka dimensions, the prompt."""
+        options = options or {}
+        texts = encoding_options.prompted(options, self.validate_texts(texts))
         self.check_length(texts, truncate)
         self.refuse_if_full(len(texts))
         job = await self.predict(Job(V1, await self.tokenize(texts), **traced(headers)), headers)
         metrics.SEQUENCES.labels("transformer").inc(len(job.sequences))
-        return np.stack([vector for vector, _ in job.rows]), job.tokens
+        matrix = np.stack([vector for vector, _ in job.rows])
+        return encoding_options.truncate(matrix, options.get("dimensions")), job.tokens
 
     async def drain(self) -> None:
         """Finish the coalesced calls already accepted."""
@@ -194,11 +245,39 @@ class EmbeddingTransformer(kserve.Model):
         await self.client.close()
 
 
+def token_parameters(counts: list[int]) -> dict:
+    """Token counts as v2 response parameters: v2 parameters are scalars (gRPC's InferParameter), so
+    the per-text counts travel as one comma-separated string beside their total."""
+    return {"token_counts": ",".join(map(str, counts)), "prompt_tokens": sum(counts)}
+
+
 def traced(headers) -> dict:
     """The client's request id and trace context, for a Job."""
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     forward = {k: headers[k] for k in ("x-request-id", "traceparent", "tracestate") if k in headers}
-    return {"request_id": forward.get("x-request-id", ""), "headers": forward}
+    return {"request_id": forward.get("x-request-id", ""), "headers": forward, "timeout_s": requested_timeout(headers)}
+
+
+def requested_timeout(headers: dict[str, str]) -> float | None:
+    """A client's deadline in seconds: ``x-request-timeout-ms: 1500``, or ``request-timeout`` as a
+    duration (``1.5s``, ``1500ms``, or seconds); capped later by ``--request_timeout_ms``."""
+    raw = headers.get("x-request-timeout-ms")
+    scale = 1e-3
+    if raw is None:
+        raw, scale = headers.get("request-timeout"), 1.0
+        if raw is not None and raw.strip().endswith("ms"):
+            raw, scale = raw.strip()[:-2], 1e-3
+        elif raw is not None and raw.strip().endswith("s"):
+            raw = raw.strip()[:-1]
+    if raw is None:
+        return None
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        raise ServingError("validation", f"request timeout {raw!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise ServingError("validation", "a request timeout must be a positive number")
+    return value
 
 
 def is_request_error(exc: Exception) -> bool:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from snapserve.errors import ServingError, json_object
+from transformer import encoding_options
 
 
 def prefix() -> str:
@@ -46,10 +47,8 @@ def router(model) -> APIRouter:
         if encoding_format not in ("float", "base64"):
             raise ServingError("validation", "'encoding_format' must be 'float' or 'base64'")
         texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
-        matrix, tokens = await model.embed(texts, dict(request.headers), body.get("truncate", True))
-        dimensions = body.get("dimensions")
-        if dimensions is not None and dimensions != matrix.shape[1]:
-            raise ServingError("validation", f"'dimensions' must be {matrix.shape[1]} for this model")
+        options = encoding_options.read(model, body)  # dimensions (Matryoshka), prompt_name (as TEI)
+        matrix, tokens = await model.embed(texts, dict(request.headers), body.get("truncate", True), options)
         data = [{"object": "embedding", "index": i, "embedding": v}
                 for i, v in enumerate(vectors(matrix, encoding_format))]
         answer = {"object": "list", "data": data, "model": model.name,

@@ -42,7 +42,7 @@ def test_the_request_id_reaches_the_predictor(servers):
                    headers={"x-request-id": "rid-forwarded-1", "traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"})
     assert r.status_code == 200
     wait_for_line(servers.transformer, r"predictor call rid-forwarded-1: 1 sequences for client requests rid-forwarded-1")
-    wait_for_line(servers.predictor, r"requestId: rid-forwarded-1")
+    wait_for_line(servers.predictor, r"/v2/models/snap/infer\" 200 [\d.]+ ms id=rid-forwarded-1")
 
 
 def test_a_coalesced_call_gets_its_own_id_and_lists_its_clients(servers):
@@ -56,4 +56,4 @@ def test_a_coalesced_call_gets_its_own_id_and_lists_its_clients(servers):
     line = wait_for_line(servers.transformer, r"predictor call \w+: \d+ sequences for client requests rid-co-\d+,[\w,-]+")
     call_id = line.split()[2].rstrip(":")
     assert not call_id.startswith("rid-co-")
-    wait_for_line(servers.predictor, rf"requestId: {call_id}")
+    wait_for_line(servers.predictor, rf"/v2/models/snap/infer\" 200 [\d.]+ ms id={call_id}")

@@ -12,7 +12,7 @@ def test_defaults_fit_one_gpu_and_kserve_flags_are_kept():
     s = pconfig.load(["--model_name", "snap", "--http_port", "9000", "--grpc_port", "9001"])
     assert (s.model_name, s.http_port, s.grpc_port) == ("snap", 9000, 9001)
     assert str(s.model_dir) == "/mnt/models"
-    assert (s.max_batch_size, s.max_batch_tokens, s.instances, s.cpu_threads) == (512, 32768, 1, 0)
+    assert (s.max_batch_size, s.max_batch_tokens, s.instances, s.cpu_threads) == ("auto", "auto", 1, 0)
     assert s.device == "auto" and s.dtype == "auto"
 
 

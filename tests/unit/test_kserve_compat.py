@@ -101,3 +101,69 @@ def test_5_model_server_gathers_its_servers_list_on_its_loop():
         return asyncio.get_running_loop()
 
     assert asyncio.run(main()) is holder["loop"]
+
+
+def test_3b_a_body_without_the_header_length_is_read_as_json():
+    """tritonclient's JSON-only requests (binary_data=False) carry neither a content type nor
+    Inference-Header-Content-Length; Triton reads them as JSON, kserve alone refuses them."""
+    from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
+    from kserve.errors import InvalidInput
+    from kserve.protocol import dataplane
+
+    assert INFERENCE_CONTENT_LENGTH_HEADER == kserve_compat.INFERENCE_HEADER
+    body = b'{"id":"r1","inputs":[{"name":"text","datatype":"BYTES","shape":[2],"data":["a","b"]}]}'
+    original = dataplane.DataPlane.decode_inference_request
+    plane = dataplane.DataPlane.__new__(dataplane.DataPlane)
+    with pytest.raises(InvalidInput, match="header is missing"):  # what the patch is for
+        original(plane, body, {}, "m")
+    try:
+        kserve_compat.guard_binary_decoding()
+        request = dataplane.DataPlane.decode_inference_request(plane, body, {"accept": "*/*"}, "m")
+        assert request.id == "r1" and request.inputs[0].data == ["a", "b"]
+        with pytest.raises(InvalidInput, match="malformed"):  # headerless but not a v2 body: still a 400
+            dataplane.DataPlane.decode_inference_request(plane, b"[1, 2]", {}, "m")
+    finally:
+        dataplane.DataPlane.decode_inference_request = original
+
+
+def test_6_model_metadata_takes_the_platform_from_the_model():
+    from kserve import Model
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol import dataplane
+
+    original = dataplane.DataPlane.model_metadata
+    assert '"platform": ""' in inspect.getsource(original)  # what the patch is for
+
+    class Described(Model):
+        platform = "snapserve:test:embedding"
+
+        def get_input_types(self):
+            return [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+
+    repo = ModelRepository()
+    repo.update(Described("m"))
+    plane = dataplane.DataPlane(model_registry=repo)
+    try:
+        kserve_compat.report_model_platform()
+        wrapped = dataplane.DataPlane.model_metadata
+        kserve_compat.report_model_platform()
+        assert dataplane.DataPlane.model_metadata is wrapped
+        answer = asyncio.run(plane.model_metadata("m"))
+        assert answer["platform"] == "snapserve:test:embedding"
+        assert answer["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    finally:
+        dataplane.DataPlane.model_metadata = original
+
+
+def test_7_grpc_raw_input_contents_are_seen_as_raw_data():
+    from kserve import InferRequest
+    from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
+
+    raw = ModelInferRequest(model_name="m", inputs=[ModelInferRequest.InferInputTensor(
+        name="text", datatype="BYTES", shape=[1])], raw_input_contents=[b"\x05\x00\x00\x00hello"])
+    item = InferRequest.from_grpc(raw).inputs[0]
+    assert kserve_compat.has_raw_data(item) and item.data == []
+    assert item.as_numpy().tolist() == [b"hello"]
+    typed = ModelInferRequest(model_name="m", inputs=[ModelInferRequest.InferInputTensor(
+        name="text", datatype="BYTES", shape=[1], contents={"bytes_contents": [b"hi"]})])
+    assert not kserve_compat.has_raw_data(InferRequest.from_grpc(typed).inputs[0])

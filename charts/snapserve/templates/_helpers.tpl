@@ -211,3 +211,13 @@ the user's entry is not duplicated by a default of the chart. */}}
 {{- define "snapserve.hasEnv" -}}
 {{- range (index . 0) }}{{ if eq .name (index $ 1) }}true{{ end }}{{ end }}
 {{- end }}
+
+{{/* The log switches of one component (its .logging values) as env vars for its flags. */}}
+{{- define "snapserve.loggingEnv" -}}
+- name: LOG_ACCESS
+  value: {{ .accessLog | quote }}
+- name: LOG_PROBES
+  value: {{ .logProbes | quote }}
+- name: TRACE_LOGGING
+  value: {{ .traceLogging | quote }}
+{{- end }}

@@ -1,0 +1,200 @@
+"""Batch limits that fit the device: time the forward pass at a few batch shapes during warm-up and
+keep the limits that give the most throughput within a latency budget.
+
+A batch of 512 is right for a GPU and twice too slow per sentence on a small CPU, so fixed defaults
+are wrong somewhere. ``measure(timing, ...)`` runs any ``timing(batch, length) -> seconds`` over a
+grid (growing each length's batch until it passes the budget, which also warms every shape traffic
+will use); ``choose(table, budget)`` is arithmetic over that table. Both are pure: the tests drive
+them with synthetic timings. ``tune`` is the glue that ``SnapshotModel.load`` calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("snapserve.predictor")
+
+AUTO = "auto"
+BUDGET_MS = {"cpu": 50.0, "cuda": 20.0}
+# Limits when nothing is measured (--warmup false): what measured well on each kind of device.
+FALLBACK = {"cpu": (64, 4096), "cuda": (512, 32768)}
+BATCHES = {"cpu": (1, 2, 4, 8, 16, 32, 64, 128, 256), "cuda": (1, 8, 32, 64, 128, 256, 512, 1024)}
+LENGTHS = (16, 64, 256)  # a short sentence, a paragraph, a long text (capped at the model's maximum)
+NEAR_BEST = 0.97  # within this share of the best throughput, the smaller batch wins (less latency, noise)
+MAX_MEASURE_S = 30.0  # a restart must stay quick: stop measuring after this long
+
+Timing = Callable[[int, int], float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    batch: int
+    length: int
+    seconds: float
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.length
+
+    @property
+    def sequences_per_s(self) -> float:
+        return self.batch / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    max_batch_size: int
+    max_batch_tokens: int
+    budget_ms: float
+    table: tuple[Point, ...]
+
+    def lines(self) -> list[str]:
+        """The measured table, one line per shape, marking what fits the budget."""
+        out = [f"{'batch':>6} x {'tokens':<6} {'ms':>8} {'seq/s':>9}  fits {self.budget_ms:g} ms"]
+        for p in self.table:
+            out.append(f"{p.batch:>6} x {p.length:<6} {p.seconds * 1e3:>8.1f} {p.sequences_per_s:>9.0f}  "
+                       f"{'yes' if p.seconds * 1e3 <= self.budget_ms else 'no'}")
+        return out
+
+
+def kind(device: str) -> str:
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def budget_ms(value, device: str) -> float:
+    return BUDGET_MS[kind(device)] if value in (None, AUTO) else float(value)
+
+
+def grid(device: str, max_length: int, max_batch_size: int | None = None) -> tuple[list[int], list[int]]:
+    """The batch sizes and lengths to try: at most ``max_batch_size`` sequences, ``max_length`` tokens."""
+    batches = [b for b in BATCHES[kind(device)] if max_batch_size is None or b <= max_batch_size]
+    if max_batch_size is not None and max_batch_size not in batches:
+        batches.append(max_batch_size)
+    lengths = sorted({min(length, max_length) for length in LENGTHS if max_length > 0} or {16})
+    return sorted(batches), lengths
+
+
+def measure(timing: Timing, batches: Sequence[int], lengths: Sequence[int], budget_s: float, repeats: int = 3,
+            max_seconds: float = MAX_MEASURE_S, clock: Callable[[], float] = time.monotonic) -> list[Point]:
+    """The fastest of ``repeats`` timings per shape (other load only ever adds time), after one untimed
+    call (allocations, kernel choice).
+
+    Each length's batches grow until one passes the budget: that one is kept (the log shows where the
+    budget ends), larger ones are not tried since a forward pass does not get faster with more work."""
+    table: list[Point] = []
+    started = clock()
+    for length in lengths:
+        for batch in batches:
+            if clock() - started > max_seconds:
+                log.warning("batch tuning stopped after %.0f s; the limits come from what was measured", max_seconds)
+                return table
+            timing(batch, length)
+            point = Point(batch, length, min(timing(batch, length) for _ in range(repeats)))
+            table.append(point)
+            if point.seconds > budget_s:
+                break
+    return table
+
+
+def _best_batch(points: list[Point]) -> Point | None:
+    if not points:
+        return None
+    best = max(p.sequences_per_s for p in points)
+    return min((p for p in points if p.sequences_per_s >= NEAR_BEST * best), key=lambda p: p.batch)
+
+
+def choose(table: Sequence[Point], budget: float, max_batch_size: int | None = None,
+           max_batch_tokens: int | None = None) -> Choice:
+    """Limits from a measured ``table`` and a ``budget`` in ms; an explicit limit is kept as given.
+
+    ``max_batch_size`` is the batch with the most sequences/s at the shortest length among those within
+    the budget. ``max_batch_tokens`` is, over every length, the padded tokens of that length's best batch
+    within the budget, and the smallest of them: a forward pass costs about its padded tokens, so the
+    tightest length keeps every batch near the budget. A budget nothing fits leaves batches of one."""
+    points = list(table)
+    lengths = sorted({p.length for p in points})
+    fits = [p for p in points if p.seconds * 1e3 <= budget]
+    size = max_batch_size
+    if size is None:
+        best = _best_batch([p for p in fits if p.length == lengths[0]]) if lengths else None
+        size = best.batch if best else 1
+    tokens = max_batch_tokens
+    if tokens is None:
+        per_length = [_best_batch([p for p in fits if p.length == length]) for length in lengths]
+        per_length = [p for p in per_length if p is not None]
+        tokens = min((p.tokens for p in per_length), default=lengths[-1] if lengths else 512)
+        tokens = max(tokens, lengths[0] if lengths else 1)
+    return Choice(size, tokens, budget, tuple(points))
+
+
+def replay(table: Sequence[Point], timing: Timing) -> None:
+    """Run each shape of ``table`` once (warms another instance on the shapes instance 0 measured)."""
+    for p in table:
+        timing(p.batch, p.length)
+
+
+# -- glue: the engine and the batcher ------------------------------------------------------------
+def engine_timing(engine, instance: int, token: int = 100) -> Timing:
+    """Seconds for ``engine.execute`` of a ``batch x length`` batch (prepared beforehand, as the batcher
+    prepares the next batch while one runs; ``execute`` returns host arrays, so GPU work is finished)."""
+    import numpy as np
+
+    def timing(batch: int, length: int) -> float:
+        prepared = engine.prepare([np.full(length, token, dtype=np.int64)] * batch)
+        started = time.perf_counter()
+        engine.execute(prepared, instance)
+        return time.perf_counter() - started
+
+    return timing
+
+
+def int_or_auto(value) -> int | str:
+    """A flag value: ``auto`` or a whole number (argparse ``type=``)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    return int(value)
+
+
+def float_or_auto(value) -> float | str:
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    return float(value)
+
+
+def tune(engine, batcher, settings, max_length: int):
+    """Warm every instance on the shapes traffic will use and, where a limit is ``auto``, pick it from
+    instance 0's measurements; returns the BatchLimits to serve with (also exported as gauges)."""
+    from snapserve import metrics
+
+    device = engine.describe().get("device", "cpu")
+    explicit_size = None if settings.max_batch_size == AUTO else int(settings.max_batch_size)
+    explicit_tokens = None if settings.max_batch_tokens == AUTO else int(settings.max_batch_tokens)
+    budget = budget_ms(settings.max_batch_latency_ms, device)
+    fallback = FALLBACK[kind(device)]
+    limits = batcher.limits
+    if not settings.warmup:
+        size, tokens, source = explicit_size or fallback[0], explicit_tokens or fallback[1], "fallback"
+    else:
+        batcher.on_each_instance(lambda k: engine.warmup(k, max_length, explicit_size or fallback[0]))
+        batches, lengths = grid(device, max_length, explicit_size)
+        if explicit_tokens is not None:
+            batches = [b for b in batches if b * lengths[0] <= explicit_tokens] or [1]
+        started = time.monotonic()
+        table = batcher.on_each_instance(
+            lambda k: measure(engine_timing(engine, k), batches, lengths, budget / 1e3) if k == 0 else None)[0]
+        batcher.on_each_instance(lambda k: replay(table, engine_timing(engine, k)) if k else None)
+        choice = choose(table, budget, explicit_size, explicit_tokens)
+        size, tokens, source = choice.max_batch_size, choice.max_batch_tokens, "measured"
+        log.info("batch tuning on %s (%.1f s, budget %g ms):\n  %s", device, time.monotonic() - started, budget,
+                 "\n  ".join(choice.lines()))
+    if explicit_size is not None and explicit_tokens is not None:
+        source = "flags"
+    log.info("batch limits (%s): max_batch_size=%d%s max_batch_tokens=%d%s", source, size,
+             "" if explicit_size is None else " (flag)", tokens, "" if explicit_tokens is None else " (flag)")
+    metrics.BATCH_LIMIT.labels("max_batch_size").set(size)
+    metrics.BATCH_LIMIT.labels("max_batch_tokens").set(tokens)
+    metrics.BATCH_LIMIT.labels("max_batch_latency_ms").set(budget)
+    return dataclasses.replace(limits, max_batch_size=size, max_batch_tokens=tokens)

@@ -1,0 +1,53 @@
+"""A fresh predictor (what a restart is) with the defaults: engine, dtype and batch limits chosen at
+warm-up and logged, the limits exported as gauges, and the shapes traffic uses warmed before ready.
+
+The first vs tenth request times are printed, a figure for the report, never asserted on."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests import procs
+
+TEXT = "A man is playing a guitar on a sunny afternoon."
+
+
+@pytest.fixture(scope="module")
+def fresh(model_dir, tmp_path_factory):
+    server, _ = procs.start_predictor(model_dir=model_dir, log_dir=tmp_path_factory.mktemp("warm-logs"),
+                                      extra=["--device", "cpu"])
+    yield server
+    server.stop()
+
+
+def test_choices_are_logged_and_the_limits_exported(fresh):
+    log = fresh.log.read_text()
+    for line in ("engine auto:", "batch tuning on cpu", "batch limits (measured): max_batch_size=", "fits 50 ms"):
+        assert line in log, line
+    metrics = httpx.get(f"{fresh.url}/metrics", timeout=10).text
+    values = {limit: float(next(row.split()[-1] for row in metrics.splitlines()
+                                if row.startswith(f'snapserve_batch_limit{{limit="{limit}"}}')))
+              for limit in ("max_batch_size", "max_batch_tokens", "max_batch_latency_ms")}
+    chosen = next(row for row in log.splitlines() if "batch limits (measured)" in row)
+    assert f"max_batch_size={int(values['max_batch_size'])} " in chosen
+    assert f"max_batch_tokens={int(values['max_batch_tokens'])}" in chosen
+    assert values["max_batch_latency_ms"] == 50
+    print("\n" + "\n".join(row for row in log.splitlines() if "engine auto" in row or "precision" in row
+                           or "batch" in row or " x " in row))
+
+
+@pytest.mark.parametrize("size", [1, 64])
+def test_first_vs_tenth_request_after_start(fresh, size):
+    url = f"{fresh.url}/v1/models/snap:predict"
+    times = []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(10):
+            started = time.perf_counter()
+            r = client.post(url, json={"instances": [TEXT] * size})
+            times.append((time.perf_counter() - started) * 1e3)
+            assert r.status_code == 200 and len(r.json()["predictions"]) == size
+    print(f"\nafter a fresh start, {size} sentence(s) a request: first {times[0]:.1f} ms, tenth {times[9]:.1f} ms, "
+          f"median of 2-10 {sorted(times[1:])[4]:.1f} ms (figure only: a shared, noisy 2-core box)")
