@@ -6,7 +6,7 @@
 #                                      configuration and CA bundle mounted read-only into the build
 # Environment: IMAGE_PREFIX (snapserve), TAG (dev), MODEL_SNAPSHOT (models/all-MiniLM-L6-v2, a folder
 # written by `python -m snapserve.snapshot`), TORCH / TORCH_INDEX_URL (the predictor's torch wheel),
-# ENGINE (docker|podman). Prints the two image names and sizes.
+# ENGINE (docker|podman), COMPONENTS ("predictor transformer"). Prints the image names and sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 local_build=0
@@ -71,14 +71,14 @@ fi
 [ -n "${TORCH:-}" ] && predictor_args=(--build-arg "TORCH=$TORCH") || predictor_args=()
 [ -n "${TORCH_INDEX_URL:-}" ] && predictor_args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
 
-for component in predictor transformer; do
+for component in ${COMPONENTS:-predictor transformer}; do
   image="$IMAGE_PREFIX/$component:$TAG"
   extra=()
   [ "$component" = predictor ] && extra=("${predictor_args[@]}")
   echo "build-images: $ENGINE build $image"
   "$ENGINE" build -f "$component/Dockerfile" "${args[@]}" "${extra[@]}" -t "$image" .
 done
-for component in predictor transformer; do
+for component in ${COMPONENTS:-predictor transformer}; do
   "$ENGINE" image inspect --format "{{.Size}}" "$IMAGE_PREFIX/$component:$TAG" |
     awk -v name="$IMAGE_PREFIX/$component:$TAG" '{printf "build-images: %s %.0f MB\n", name, $1 / 1e6}'
 done

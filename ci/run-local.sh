@@ -4,8 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${SNAPSERVE_SKIP_SETUP:-}" ] || bash ci/setup.sh serve
-MODEL_DIR=${MODEL_DIR:-models/all-MiniLM-L6-v2}
-MODEL_NAME=${MODEL_NAME:-all-minilm-l6-v2}
+if [ "${MODEL:-}" = generate ]; then   # text generation: SmolLM2-135M-Instruct, chat completions
+  MODEL_DIR=${MODEL_DIR:-models/SmolLM2-135M-Instruct}
+  MODEL_NAME=${MODEL_NAME:-smollm2-135m-instruct}
+else
+  MODEL_DIR=${MODEL_DIR:-models/all-MiniLM-L6-v2}
+  MODEL_NAME=${MODEL_NAME:-all-minilm-l6-v2}
+fi
 PORT=${PORT:-8080}                      # transformer (clients call this)
 PREDICTOR_PORT=${PREDICTOR_PORT:-8090}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -32,6 +37,17 @@ $PY -m transformer --model_name "$MODEL_NAME" --model_dir "$MODEL_DIR" \
 pids+=($!)
 wait_ready "http://127.0.0.1:$PORT/v2/models/$MODEL_NAME/ready" "${pids[1]}"
 
+if [ "${MODEL:-}" = generate ]; then
+  cat <<MSG
+
+snapserve is up (text generation): transformer http://127.0.0.1:$PORT -> predictor http://127.0.0.1:$PREDICTOR_PORT
+  curl -s -H 'content-type: application/json' http://127.0.0.1:$PORT/openai/v1/chat/completions -d '{"model": "$MODEL_NAME", "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 32}'
+  curl -sN -H 'content-type: application/json' http://127.0.0.1:$PORT/openai/v1/chat/completions -d '{"model": "$MODEL_NAME", "messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 64, "stream": true}'
+  curl -s -H 'content-type: application/json' http://127.0.0.1:$PREDICTOR_PORT/v2/models/$MODEL_NAME/generate -d '{"text_input": "The capital of France is", "parameters": {"max_tokens": 16, "temperature": 0}}'
+Ctrl-C stops both.
+MSG
+  wait -n "${pids[@]}"; exit
+fi
 cat <<MSG
 
 snapserve is up: transformer http://127.0.0.1:$PORT -> predictor http://127.0.0.1:$PREDICTOR_PORT

@@ -9,21 +9,27 @@ from loadtest.bench_targets import LABELS
 PATTERN_NAMES = {1: "single sentence", 64: "batch of 64"}
 
 
-def _find(rows: list[dict], target: str, sentences: int, concurrency: int) -> dict | None:
+def _find(rows: list[dict], target: str, sentences: int, concurrency: int, rnd: int = 0) -> dict | None:
     for r in rows:
-        if (r["target"], r["sentences_per_request"], r["concurrency"]) == (target, sentences, concurrency):
+        if (r["target"], r["sentences_per_request"], r["concurrency"], r.get("round", 0)) == (
+                target, sentences, concurrency, rnd):
             return r
     return None
 
 
+def rounds(rows: list[dict]) -> list[int]:
+    return sorted({r.get("round", 0) for r in rows})
+
+
 def add_ratios(rows: list[dict]) -> None:
     """Each row's throughput and p99 relative to A's and B's at the same pattern and concurrency, and
-    its sentences per second of server CPU (comparable across runs on a shared, busy machine)."""
+    its sentences per second of server CPU (comparable across runs on a shared, busy machine). With
+    several rounds, each row is compared with the baselines of its own round."""
     for r in rows:
         cores = r.get("server_cpu_cores_used") or 0
         r["sentences_per_server_core_s"] = round(r["sentences_per_s"] / cores, 1) if cores > 0.01 else None
         for base in ("a", "b"):
-            ref = _find(rows, base, r["sentences_per_request"], r["concurrency"])
+            ref = _find(rows, base, r["sentences_per_request"], r["concurrency"], r.get("round", 0))
             ok = ref and ref["req_per_s"] > 0
             r[f"x_{base}"] = round(r["req_per_s"] / ref["req_per_s"], 2) if ok else None
             r[f"p99_vs_{base}"] = (round(r["p99_ms"] / ref["p99_ms"], 3)
@@ -39,13 +45,15 @@ def _x(v) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'target':<38} {'pattern':<15} {'conc':>4} {'req/s':>9} {'sent/s':>9} {'p50 ms':>8} {'p95 ms':>8} "
+    many = len(rounds(rows)) > 1
+    head = (f"{'rnd ' if many else ''}{'target':<38} {'pattern':<15} {'conc':>4} {'req/s':>9} {'sent/s':>9} {'p50 ms':>8} {'p95 ms':>8} "
             f"{'p99 ms':>8} {'errs':>5} {'vs A':>7} {'vs B':>7} {'srv cores':>9} {'sent/core-s':>11}  gen cores/sat  box busy")
     lines = [head, "-" * len(head)]
     for r in rows:
         g = r["generator"]
         lines.append(
-            f"{LABELS.get(r['target'], r['target']):<38} {PATTERN_NAMES.get(r['sentences_per_request'], ''):<15} "
+            (f"{r.get('round', 0) + 1:<3} " if many else "")
+            + f"{LABELS.get(r['target'], r['target']):<38} {PATTERN_NAMES.get(r['sentences_per_request'], ''):<15} "
             f"{r['concurrency']:>4} {r['req_per_s']:>9.1f} {r['sentences_per_s']:>9.1f} {_ms(r['p50_ms']):>8} "
             f"{_ms(r['p95_ms']):>8} {_ms(r['p99_ms']):>8} {r['errors']:>5} {_x(r.get('x_a')):>7} "
             f"{_x(r.get('x_b')):>7} {r['server_cpu_cores_used']:>9.2f} "
@@ -60,11 +68,14 @@ def _verdict(ok: bool | None) -> str:
 
 
 def targets(rows: list[dict], device: str, limit: dict | None) -> list[str]:
-    """The issue's targets beside what this run measured."""
+    """The issue's targets beside what this run measured (per round when there are several)."""
+    if len(rounds(rows)) > 1:
+        return [f"round {k + 1}: {line}" for k in rounds(rows)
+                for line in targets([r for r in rows if r.get("round", 0) == k], device, None)] + _limit(limit)
     out = []
 
     def at(target, sentences, conc):
-        return _find(rows, target, sentences, conc)
+        return _find(rows, target, sentences, conc, rows[0].get("round", 0) if rows else 0)
 
     snap = lambda s, c: at("stack", s, c) or at("snapserve", s, c)
     if device == "cpu":
@@ -76,6 +87,15 @@ def targets(rows: list[dict], device: str, limit: dict | None) -> list[str]:
         ok = None if not (s and b and s["p99_ms"] and b["p99_ms"]) else s["p99_ms"] < b["p99_ms"]
         out.append("CPU: snapserve p99 < B p99 at 32 clients: "
                    + (f"{s['p99_ms']:.1f} ms vs {b['p99_ms']:.1f} ms " if ok is not None else "") + _verdict(ok))
+        s, b = at("snapserve", 64, 8), at("b", 64, 8)
+        ok = None if not (s and b and b["sentences_per_s"]) else s["sentences_per_s"] >= 2 * b["sentences_per_s"]
+        out.append("CPU: snapserve >= 2x B sentences/s at 8 clients x 64 sentences: "
+                   + (f"{s['sentences_per_s']:.1f} vs {b['sentences_per_s']:.1f} = "
+                      f"{s['sentences_per_s'] / b['sentences_per_s']:.2f}x " if ok is not None else "") + _verdict(ok))
+        s, b = at("snapserve", 1, 1), at("b", 1, 1)
+        ok = None if not (s and b and s["p50_ms"] and b["p50_ms"]) else s["p50_ms"] <= b["p50_ms"] + 2
+        out.append("CPU: snapserve p50 <= B p50 + 2 ms at 1 client: "
+                   + (f"{s['p50_ms']:.1f} ms vs {b['p50_ms']:.1f} ms " if ok is not None else "") + _verdict(ok))
     else:
         s, b = snap(1, 256), at("b", 1, 256)
         ok = None if not s else s["req_per_s"] >= 10_000 and (s["p99_ms"] or 1e9) <= 100 and s["errors"] == 0
@@ -94,10 +114,42 @@ def targets(rows: list[dict], device: str, limit: dict | None) -> list[str]:
         ok = None if not (one and one["p50_ms"]) else one["p50_ms"] <= 6
         out.append("GPU: p50 <= 6 ms at 1 client: " + (f"{one['p50_ms']:.1f} ms " if ok is not None else "")
                    + _verdict(ok))
-    if limit:
-        out.append(f"limit: forward pass in-process {limit['best_sentences_per_s']:.0f} sentences/s "
-                   f"(batch {limit['best_batch_size']}, {limit['device']})")
-    return out
+    return out + _limit(limit)
+
+
+def _limit(limit: dict | None) -> list[str]:
+    if not limit:
+        return []
+    return [f"limit: forward pass in-process {limit['best_sentences_per_s']:.0f} sentences/s "
+            f"(batch {limit['best_batch_size']}, {limit['device']})"]
+
+
+def engines_table(inproc: dict | None, rows: list[dict]) -> list[str]:
+    """Each engine x dtype: its forward pass in-process (sentences/s per batch x tokens, cosine to torch
+    fp32) and the same engine through the servers (rows of the engine-* targets, by round)."""
+    lines = []
+    if inproc:
+        shapes = next((r["shapes"] for r in inproc["rows"] if "shapes" in r), [])
+        lines.append(f"engines in-process ({inproc['device']}), sentences/s (ms a pass); cosine to torch fp32:")
+        lines.append(f"  {'variant':<16}" + "".join(f"{str(sh['batch']) + ' x ' + str(sh['tokens']):>20}"
+                                                   for sh in shapes) + f"{'cosine':>10}")
+        for r in inproc["rows"]:
+            if "error" in r:
+                lines.append(f"  {r['variant']:<16} unavailable: {r['error']}")
+            elif r.get("refused"):
+                lines.append(f"  {r['variant']:<16} refused by the quality check (cosine {r['cosine']:.4f} < 0.999)")
+            else:
+                lines.append(f"  {r['variant']:<16}" + "".join(
+                    f"{str(round(sh['sentences_per_s'])) + '/s (' + format(sh['ms'], '.1f') + ' ms)':>20}"
+                    for sh in r["shapes"]) + f"{r['cosine']:>10.5f}")
+    served = [r for r in rows if r["target"].startswith("engine-") or r["target"] == "snapserve"]
+    if any(r["target"].startswith("engine-") for r in served):
+        lines.append("engines through the servers (transformer -> predictor); vs B in the same round:")
+        for r in served:
+            lines.append(f"  round {r.get('round', 0) + 1} {LABELS.get(r['target'], r['target']):<38} "
+                         f"x{r['sentences_per_request']:<3} c={r['concurrency']:<4} {r['sentences_per_s']:>8.1f} sent/s "
+                         f"p50 {_ms(r['p50_ms']):>7} ms  vs B {_x(r.get('x_b')):>7}")
+    return lines
 
 
 def saturation_notes(rows: list[dict]) -> list[str]:
@@ -130,7 +182,8 @@ def plot(rows: list[dict], out: Path, limit: dict | None) -> Path:
     fig, axes = plt.subplots(len(patterns), 2, figsize=(12, 4 * len(patterns)), squeeze=False)
     for i, sent in enumerate(patterns):
         for target in dict.fromkeys(r["target"] for r in rows):
-            pts = sorted((r for r in rows if r["target"] == target and r["sentences_per_request"] == sent),
+            pts = sorted((r for r in rows if r["target"] == target and r["sentences_per_request"] == sent
+                          and r.get("round", 0) == 0),
                          key=lambda r: r["concurrency"])
             if not pts:
                 continue

@@ -5,6 +5,7 @@
 - snapserve  python -m transformer -> python -m predictor, directly on loopback
 - stack      the same behind the local nginx stack (python -m loadtest.stack)
 - snapserve-nobatch   snapserve with the predictor's batching off (--max_batch_size 1 --max_delay_ms 0)
+- engine-*   snapserve with one engine x dtype forced (the engines table: what ``--engine auto`` picks from)
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ LABELS = {
     "stack": "snapserve via nginx stack",
 }
 NO_BATCHING = ("--max_batch_size", "1", "--max_delay_ms", "0")
+# snapserve with one engine x dtype, for the engines table (CPU: fp16 is not worth serving there)
+ENGINES = {
+    "engine-torch-fp32": ("--engine", "torch", "--dtype", "float32"),
+    "engine-torch-bf16": ("--engine", "torch", "--dtype", "bfloat16"),
+    "engine-onnx-fp32": ("--engine", "onnx"),
+}
+GPU_ENGINES = {
+    "engine-torch-fp16": ("--engine", "torch", "--dtype", "float16"),
+    "engine-torch-bf16-compiled": ("--engine", "torch", "--dtype", "bfloat16", "--compile", "true"),
+}
+LABELS.update({name: "snapserve, " + name.removeprefix("engine-").replace("-", " ") for name in {**ENGINES, **GPU_ENGINES}})
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,8 @@ def start(name: str, s: Settings) -> Running:
     """Start target ``name`` and return once a real request through it succeeds."""
     if name in ("snapserve", "snapserve-nobatch"):
         return _snapserve(s, name, NO_BATCHING if name == "snapserve-nobatch" else ())
+    if name in ENGINES or name in GPU_ENGINES:
+        return _snapserve(s, name, {**ENGINES, **GPU_ENGINES}[name])
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     if name == "a":

@@ -50,3 +50,18 @@ def openai(body, n: int, dim: int) -> str | None:
     if not usage.get("prompt_tokens"):
         return "OpenAI response without usage.prompt_tokens"
     return vectors([d.get("embedding") for d in data], n, dim)
+
+
+def rerank(body, n: int, _dim: int = 0) -> str | None:
+    """Cohere-shaped rerank answer: ``n`` results, each index once, scores in [0, 1] best first."""
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list) or len(results) != n:
+        return f"expected {n} rerank results, got {len(results) if isinstance(results, list) else 'none'}"
+    if sorted(r.get("index") for r in results) != list(range(n)):
+        return "rerank result indices are not each document once"
+    scores = [r.get("relevance_score") for r in results]
+    if not all(isinstance(s, float | int) and 0 <= s <= 1 for s in scores):
+        return "rerank relevance_score outside [0, 1]"
+    if scores != sorted(scores, reverse=True):
+        return "rerank results are not sorted by relevance_score"
+    return None

@@ -12,6 +12,7 @@ Pick patterns by naming classes (``... SingleSentenceUser OpenAIUser``); pick a 
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from pathlib import Path
@@ -128,3 +129,18 @@ class MixedLengthUser(_EmbeddingUser):
     @task
     def mixed(self) -> None:
         self.v1(texts.mixed(self.rng, self.rng.randint(1, 8)), "v1 mixed")
+
+
+class RerankUser(_EmbeddingUser):
+    """Cross-encoder reranking (a snapshot served as task rerank): 1 query x 16 documents per request,
+    Cohere-shaped ``/v1/rerank``. Runs only with ``SNAPSERVE_TASK=rerank`` (the embedding classes are
+    then the ones to leave out): an embedding model answers the route 404."""
+
+    abstract = os.environ.get("SNAPSERVE_TASK", "embedding") != "rerank"
+    weight = 2
+
+    @task
+    def rerank(self) -> None:
+        payload = {"model": self.model, "query": texts.single(self.rng), "documents": texts.batch(self.rng, 16),
+                   "return_documents": False}
+        self._post("/v1/rerank", "rerank 1x16", payload, checks.rerank, 16)

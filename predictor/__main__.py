@@ -33,14 +33,22 @@ def main(argv: list[str] | None = None) -> int:
                                 grace_period=settings.grace_period, enable_latency_logging=settings.trace_logging)
     lifecycle.configure_logging(settings)
     log.info("settings: %s", flags.describe(settings))
-    model = SnapshotModel(settings)
+    from snapserve import metadata
+
     try:
+        generating = metadata.read(settings.model_dir, settings.task).task == metadata.GENERATE
+        if generating:  # a causal LM: continuous batching and the generate extension
+            from predictor import generate_api
+            from predictor.generate_model import GenerateModel
+        model = GenerateModel(settings) if generating else SnapshotModel(settings)
         model.load()
     except (SnapshotInvalid, SnapshotError, FileNotFoundError) as exc:
         log.error("cannot serve: %s", exc)
         print(f"predictor: cannot serve: {exc}", file=sys.stderr)
         return 1
     http_errors.install(model_server.app)
+    if generating:
+        model_server.app.include_router(generate_api.router(model))
     gate.install(model_server.app, "predictor", settings.max_body_bytes, log_access=settings.log_access,
                  log_probes=settings.log_probes)
     log.info("max body %d bytes", settings.max_body_bytes)

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from predictor import autotune
+from predictor import autotune, generate_config
 from snapserve import flags, metadata
 from snapserve.batching import BatchLimits
 
@@ -39,6 +39,7 @@ class Settings:
     engine: str = "auto"
     compile: bool = False
     quantize: str = "none"
+    generate: generate_config.GenerateSettings = dataclasses.field(default_factory=generate_config.GenerateSettings)
 
     def __post_init__(self):
         self.batch_limits()  # the batcher's own checks, at start rather than at the first request
@@ -87,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "max_queue_sequences", 4096, int, help="sequences waiting before new requests get 429")
     flags.add(g, "warmup", True, bool, help="run warm-up forward passes before turning ready")
     flags.add(g, "verify_snapshot", True, bool, help="check snapserve-manifest.json when present")
+    generate_config.add_arguments(g)
     return p
 
 
@@ -101,4 +103,5 @@ def load(argv: list[str] | None = None) -> Settings:
         workers=args.workers, grace_period=args.grace_period,
         max_batch_latency_ms=args.max_batch_latency_ms, engine=args.engine, compile=args.compile,
         quantize=args.quantize, log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging, max_body_bytes=args.max_body_bytes,
+        generate=generate_config.settings_from(args),
     )

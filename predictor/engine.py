@@ -161,7 +161,7 @@ class TorchEngine:
 
 
 def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str = "auto", instances: int = 1,
-         cpu_threads: int = 0, max_length: int = 0, engine: str = "auto", compile: bool = False,
+         cpu_threads: int = 0, max_length: int = 0, engine: str = "torch", compile: bool = False,
          quantize: str = "none") -> Engine:
     """The engine for the snapshot in ``model_dir``: torch, ONNX Runtime (``model.onnx``, written by
     ``python -m predictor.export_onnx``), or with ``auto`` whichever measures faster here."""

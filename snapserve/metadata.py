@@ -12,7 +12,8 @@ from pathlib import Path
 
 EMBEDDING, CLASSIFICATION = "embedding", "classification"
 RERANK = "rerank"  # a one-label sequence classifier over (query, document) pairs: a cross-encoder
-TASKS = (EMBEDDING, CLASSIFICATION, RERANK)
+GENERATE = "generate"  # a causal LM (*ForCausalLM): text generation with continuous batching
+TASKS = (EMBEDDING, CLASSIFICATION, RERANK, GENERATE)
 DEFAULT_MAX_LENGTH = 512
 
 
@@ -81,6 +82,8 @@ def detect_task(config: dict, override: str = "auto") -> str:
     if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
         # one label is the sentence-transformers CrossEncoder layout: a relevance logit per pair
         return RERANK if len(labels(config)) == 1 else CLASSIFICATION
+    if any(a.endswith("ForCausalLM") for a in config.get("architectures") or []):
+        return GENERATE
     return EMBEDDING
 
 

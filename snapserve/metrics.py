@@ -61,3 +61,22 @@ def outcome(status: int) -> str:
 # The batch limits in force: tuned at warm-up (``auto``) or set by flags (predictor only).
 BATCH_LIMIT = Gauge("snapserve_batch_limit", "Batch limits in force (limit: max_batch_size, max_batch_tokens, "
                     "max_batch_latency_ms)", ["limit"])
+
+
+# -- text generation (the predictor's generate task): vLLM's metric names with our prefix --------
+TOKEN_LATENCY = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10, 20)
+REQUEST_LATENCY = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+GEN_TTFT = Histogram("snapserve_time_to_first_token_seconds", "Time from admission to the first generated token",
+                     buckets=TOKEN_LATENCY)
+GEN_ITL = Histogram("snapserve_inter_token_latency_seconds", "Time between two generated tokens of a request",
+                    buckets=TOKEN_LATENCY)
+GEN_E2E = Histogram("snapserve_e2e_request_latency_seconds", "Time from admission to the last token of a request",
+                    buckets=REQUEST_LATENCY)
+GEN_PROMPT_TOKENS = Counter("snapserve_prompt_tokens", "Prompt tokens of admitted generation requests")
+GEN_GENERATION_TOKENS = Counter("snapserve_generation_tokens", "Tokens generated")
+GEN_SUCCESS = Counter("snapserve_request_success", "Generation requests finished, by finish reason",
+                      ["finished_reason"])
+GEN_RUNNING = Gauge("snapserve_num_requests_running", "Generation requests in the engine's running batch")
+GEN_WAITING = Gauge("snapserve_num_requests_waiting", "Generation requests admitted and waiting for the batch")
+GEN_KV_USAGE = Gauge("snapserve_kv_cache_usage_perc", "Share of the paged KV cache in use (1 = full)")
+GEN_PREEMPTIONS = Counter("snapserve_num_preemptions", "Requests taken out of the batch for lack of KV blocks")

@@ -30,15 +30,24 @@ def main(argv: list[str] | None = None) -> int:
                                 enable_latency_logging=settings.trace_logging)
     lifecycle.configure_logging(settings)
     log.info("settings: %s", flags.describe(settings))
+    from snapserve import metadata
+
     try:
-        model = EmbeddingTransformer(settings)
+        generating = metadata.read(settings.model_dir).task == metadata.GENERATE
+        if generating:  # a causal LM: chat templates, detokenising, the predictor's generate stream
+            from transformer import openai_chat
+            from transformer.chat_model import ChatModel
+        model = ChatModel(settings) if generating else EmbeddingTransformer(settings)
     except (FileNotFoundError, ValueError, SnapshotInvalid) as exc:
         print(f"transformer: cannot serve: {exc}", file=sys.stderr)
         return 1
     http_errors.install(model_server.app)
-    model_server.app.include_router(openai_api.router(model))
-    model_server.app.include_router(rerank.router(model))
-    model_server.app.include_router(tokenize_api.router(model))
+    if generating:
+        model_server.app.include_router(openai_chat.router(model))
+    else:
+        model_server.app.include_router(openai_api.router(model))
+        model_server.app.include_router(rerank.router(model))
+        model_server.app.include_router(tokenize_api.router(model))
     # Ready only while a predictor answered recently (README: "Readiness"): a Service must not route to
     # a transformer whose requests can only wait and fail.
     ready_check = None

@@ -2,7 +2,8 @@
 # One venv (.venv/) with what serving needs: torch (CPU, pinned), kserve, transformers, the default model.
 set -euo pipefail
 [ -x .venv/bin/python ] || python3 -m venv .venv
-export PIP_CONSTRAINT="$PWD/ci/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
+# the lock (ci/lock.sh) keeps the tested versions the ones the images install
+export PIP_CONSTRAINT="$PWD/ci/constraints.txt $PWD/ci/lock/images.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
 stamp=.venv/.snapserve-serve-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true

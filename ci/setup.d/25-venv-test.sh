@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test tools in the same venv (pytest, locust, schemathesis, openai, kubernetes-validate, ...).
 set -euo pipefail
-export PIP_CONSTRAINT="$PWD/ci/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
+# the lock (ci/lock.sh) keeps the tested versions the ones the images install
+export PIP_CONSTRAINT="$PWD/ci/constraints.txt $PWD/ci/lock/images.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
 stamp=.venv/.snapserve-test-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[predictor,model,test]' 2>&1 | grep -v '^WARNING: Location' || true

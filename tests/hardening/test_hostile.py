@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 V1, V2, OPENAI = "/v1/models/snap:predict", "/v2/models/snap/infer", "/openai/v1/embeddings"
+TOKENIZE, DECODE, RERANK, TEI_RERANK = "/tokenize", "/decode", "/v1/rerank", "/rerank"
 TIMEOUT = 60  # an answer later than this is a hang
 
 
@@ -81,7 +82,15 @@ CASES = [
     Case("OpenAI input token lists", OPENAI, j({"model": "snap", "input": [[1, 2, 3]]}), (400,), "t"),
     Case("OpenAI input an object", OPENAI, j({"model": "snap", "input": {"a": "b"}}), (400,), "t"),
     Case("OpenAI empty input", OPENAI, j({"model": "snap", "input": []}), (400,), "t"),
-    Case("OpenAI wrong dimensions", OPENAI, j({"model": "snap", "input": "x", "dimensions": 12}), (400,), "t"),
+    Case("OpenAI dimensions above the width", OPENAI, j({"model": "snap", "input": "x", "dimensions": 385}), (400,),
+         "t"),
+    Case("OpenAI dimensions zero", OPENAI, j({"model": "snap", "input": "x", "dimensions": 0}), (400,), "t"),
+    Case("OpenAI dimensions huge", OPENAI, j({"model": "snap", "input": "x", "dimensions": 2**80}), (400,), "t"),
+    Case("OpenAI dimensions a list", OPENAI, j({"model": "snap", "input": "x", "dimensions": [64]}), (400,), "t"),
+    Case("OpenAI unknown prompt", OPENAI, j({"model": "snap", "input": "x", "prompt_name": "q"}), (400,), "t"),
+    Case("OpenAI prompt_name an object", OPENAI, j({"model": "snap", "input": "x", "prompt_name": {}}), (400,), "t"),
+    Case("v1 dimensions a string", V1, j({"instances": ["x"], "parameters": {"dimensions": "64"}}), (400,), "t"),
+    Case("v2 dimensions negative", V2, v2(text(["x"]), parameters={"dimensions": -4}), (400,), "t"),
     Case("OpenAI unknown encoding", OPENAI, j({"model": "snap", "input": "x", "encoding_format": 5}), (400,), "t"),
     Case("truncate as a string", V1, j({"instances": ["x"], "parameters": {"truncate": "no"}}), (400,), "t"),
     # v2 datatypes and shapes
@@ -116,6 +125,25 @@ CASES = [
     Case("unknown model (OpenAI)", OPENAI, j({"model": "nope", "input": "x"}), (404,), "t"),
     Case("model repository unload", "/v2/repository/models/snap/unload", b"", (404,)),
     Case("explain", "/v1/models/snap:explain", j({"instances": ["x"]}), (404,)),
+    # tokenisation routes
+    Case("tokenize 10,000 texts", TOKENIZE, j({"inputs": ["hi"] * 10_000}), (413,), "t"),
+    Case("tokenize a million characters", TOKENIZE, j({"inputs": "a" * 1_000_000}), (413,), "t"),
+    Case("tokenize nested lists", TOKENIZE, j({"inputs": [["a"]]}), (400,), "t"),
+    Case("tokenize invalid UTF-8", TOKENIZE, b'{"inputs": "\xc3\x28"}', (400,), "t"),
+    Case("tokenize deeply nested", TOKENIZE, b'{"inputs":' + b"[" * 5000 + b"]" * 5000 + b"}", (400,), "t"),
+    Case("tokenize Korean and emoji", TOKENIZE, j({"inputs": ["안녕하세요 🌍", "a\u0000b"]}), (200,), "t"),
+    Case("decode ids past the vocabulary", DECODE, j({"ids": [2**63, -1]}), (400,), "t"),
+    Case("decode ids too large for int64", DECODE, j({"ids": [2**70]}), (400,), "t"),
+    Case("decode floats", DECODE, j({"ids": [1.5]}), (400,), "t"),
+    Case("decode ragged nesting", DECODE, j({"ids": [[1, [2]]]}), (400,), "t"),
+    Case("decode 10,000 sequences", DECODE, j({"ids": [[101]] * 10_000}), (413,), "t"),
+    Case("decode a long sequence", DECODE, j({"ids": [1037] * 100_000}), (200,), "t"),
+    # rerank routes on an embedding model: a clear 404, no work done
+    Case("rerank on an embedding model", RERANK, j({"query": "q", "documents": ["a"]}), (404,), "t"),
+    Case("TEI rerank on an embedding model", TEI_RERANK, j({"query": "q", "texts": ["a"]}), (404,), "t"),
+    Case("v2 query input on an embedding model", V2, v2(text(["q"], name="query"), text(["a"])), (404,), "t"),
+    Case("rerank not JSON", RERANK, b"\x00 nope", (400,), "t"),
+    Case("rerank top-level array", TEI_RERANK, b"[1]", (400,), "t"),
     # languages
     Case("Korean and emoji", V1, j({"instances": ["안녕하세요, 세계! 임베딩을 만들어 주세요.", "🌍🚀👩‍👩‍👧‍👦 😀" * 50,
                                                   "a\u0000b\u200bc\ufeff"]}), (200,)),
@@ -134,6 +162,9 @@ def targets():
 
 
 def check_answer(case: Case, r: httpx.Response) -> None:
+    if case.path in (TOKENIZE, DECODE):
+        assert isinstance(r.json(), list) and r.json()
+        return
     if case.path == OPENAI:
         data = r.json()["data"]
         vectors = np.asarray([d["embedding"] for d in data], dtype=np.float32)

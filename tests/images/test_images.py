@@ -83,6 +83,9 @@ def test_transformer_image_has_no_torch_and_no_weights(images):
     assert (models / "tokenizer.json").is_file()
     assert not list(models.glob("*.safetensors")), "the transformer bakes tokenizer files only"
     assert image.size < images["predictor"].size / 2
+    print(f"\ntransformer image: {image.size / 1e6:.0f} MB (target <= 300 MB; the predictor's: "
+          f"{images['predictor'].size / 1e6:.0f} MB)")
+    assert image.size <= 300e6, f"transformer image is {image.size / 1e6:.0f} MB, over the 300 MB target"
 
 
 def test_predictor_image_bakes_the_model_in_its_last_layer(images, tmp_path):
@@ -92,7 +95,8 @@ def test_predictor_image_bakes_the_model_in_its_last_layer(images, tmp_path):
     assert (site_packages(image) / "torch").is_dir()
     sized = [(created, size) for created, size in image.history() if size > 0]
     assert "/mnt/models" in sized[-1][0], f"the model is not the last layer: {sized[-3:]}"
-    assert "/app/predictor" in sized[-2][0] and "/opt/venv" in sized[-3][0], sized[-3:]
+    assert "/app/predictor" in sized[-2][0] and "/app/snapserve" in sized[-3][0], sized[-4:]
+    assert "/opt/venv" in sized[-4][0], sized[-4:]
 
     # Another model version (a re-export with one changed config value) in the build context.
     other = imagerun.ROOT / "build" / "images-test-model"

@@ -4,7 +4,6 @@ checks scores and order against a direct torch forward of the same pairs, never 
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import httpx
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests import procs
+from tests.integration import rerank_snapshot
 
 MAX_LENGTH = 48
 QUERY = "how do I deploy a reranking model on kubernetes"
@@ -24,23 +24,7 @@ DOCS = ["KServe serves models on Kubernetes with an InferenceService.",
 
 @pytest.fixture(scope="module")
 def tiny_reranker(tmp_path_factory, model_dir) -> Path:
-    """BertForSequenceClassification(num_labels=1): the sentence-transformers CrossEncoder layout."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(13)
-    out = tmp_path_factory.mktemp("tiny-reranker")
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=1)
-    model = BertForSequenceClassification(config)
-    with torch.no_grad():  # random but far from zero, so segment ids visibly change the logits
-        model.bert.embeddings.token_type_embeddings.weight.normal_(0, 1.0)
-        model.bert.pooler.dense.weight.normal_(0, 0.5)
-        model.classifier.weight.normal_(0, 1.0)
-    model.save_pretrained(out, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(model_dir / name, out / name)
-    return out
+    return rerank_snapshot.build(tmp_path_factory.mktemp("tiny-reranker"), model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +219,34 @@ def test_pairs_and_single_texts_coalesced_together_keep_their_answers(rerank_ser
             np.testing.assert_allclose([x["relevance_score"] for x in got], expected_pairs, atol=1e-4)
         else:
             np.testing.assert_allclose([p["score"] for p in r.json()["predictions"]], expected_single, atol=1e-4)
+
+
+def test_metadata_describes_pairs_and_a_metadata_only_client_succeeds(rerank_servers):
+    from tests.integration.metadata_client import infer_from_metadata
+
+    url, purl = rerank_servers
+    meta, answer = infer_from_metadata(url, "rr")
+    assert meta["platform"] == "snapserve:transformer:rerank"
+    assert [(i["name"], i["shape"]) for i in meta["inputs"]] == [("query", [1]), ("text", [-1])]
+    assert answer["outputs"][0]["name"] == "score"
+    assert [int(n) for n in answer["parameters"]["token_counts"].split(",")] and answer["parameters"]["prompt_tokens"]
+    pmeta, _ = infer_from_metadata(purl, "rr")
+    assert [i["name"] for i in pmeta["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [o["name"] for o in pmeta["outputs"]] == ["probabilities", "label", "logits"]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_reranks_through_v2(rerank_servers, direct, binary):
+    import tritonclient.http as httpclient
+
+    url, _ = rerank_servers
+    client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+    try:
+        query = httpclient.InferInput("query", [1], "BYTES")
+        query.set_data_from_numpy(np.array([QUERY], dtype=np.object_), binary_data=binary)
+        text = httpclient.InferInput("text", [len(DOCS)], "BYTES")
+        text.set_data_from_numpy(np.array(DOCS, dtype=np.object_), binary_data=binary)
+        result = client.infer("rr", [query, text], outputs=[httpclient.InferRequestedOutput("score", binary_data=binary)])
+    finally:
+        client.close()
+    np.testing.assert_allclose(result.as_numpy("score"), sigmoid(direct(QUERY, DOCS)), atol=1e-4)

@@ -1,0 +1,69 @@
+"""The predictor's flags for the generate task, grouped as one settings object (no torch here).
+
+They configure transformers' own continuous batching (``ContinuousBatchingConfig``): the paged KV
+cache, the tokens one forward pass takes, and how many requests the engine holds. ``0`` means
+"pick for the device": on CUDA transformers sizes the cache from free memory; on CPU the defaults
+fit the default model (SmolLM2-135M: 45 KiB of KV per token in fp32, so 8,192 tokens = 370 MiB).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from snapserve import flags
+
+CPU_KV_TOKENS = 8192
+CPU_PAGE_SIZE = 64
+CPU_BATCH_TOKENS = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateSettings:
+    kv_blocks: int = 0
+    kv_page_size: int = 0
+    max_batch_tokens: int = 0
+    max_queue_requests: int = 256
+    max_new_tokens: int = 1024
+    seed: int = -1
+
+    def __post_init__(self):
+        for name in ("kv_blocks", "kv_page_size", "max_batch_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{flag(name)} must be >= 0 (0: picked for the device)")
+        if 0 < self.kv_page_size < 4:
+            raise ValueError("--kv_page_size must be at least 4 tokens (0: 64 on CPU, 256 on CUDA)")
+        for name in ("max_queue_requests", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1")
+
+    def resolved(self, cuda: bool) -> dict:
+        """Keyword arguments for ``ContinuousBatchingConfig`` on this device (None: transformers picks)."""
+        page = self.kv_page_size or (256 if cuda else CPU_PAGE_SIZE)
+        blocks = self.kv_blocks or (None if cuda else max(1, CPU_KV_TOKENS // page))
+        return {"page_size": page, "num_blocks": blocks,
+                "max_batch_tokens": self.max_batch_tokens or (None if cuda else CPU_BATCH_TOKENS),
+                "max_queue_size": self.max_queue_requests, "seed": None if self.seed < 0 else self.seed}
+
+
+def flag(name: str) -> str:
+    return "generate_max_batch_tokens" if name == "max_batch_tokens" else name
+
+
+def add_arguments(group) -> None:
+    flags.add(group, "kv_blocks", 0, int, help="generate: blocks in the paged KV cache (0: 8192 tokens' worth "
+              "on CPU, sized from free memory on CUDA)")
+    flags.add(group, "kv_page_size", 0, int, help="generate: tokens per KV block (0: 64 on CPU, 256 on CUDA)")
+    flags.add(group, "generate_max_batch_tokens", 0, int,
+              help="generate: most tokens (prefill + decode) in one forward pass (0: 256 on CPU, auto on CUDA)")
+    flags.add(group, "max_queue_requests", 256, int,
+              help="generate: requests held at once, running or waiting; more get 429 + Retry-After")
+    flags.add(group, "max_new_tokens", 1024, int, help="generate: the most tokens one request may ask for")
+    flags.add(group, "generate_seed", -1, int, help="generate: seed of the engine's one sampling stream "
+              "(-1: random); a request's own seed is not honoured under continuous batching")
+
+
+def settings_from(args) -> GenerateSettings:
+    return GenerateSettings(kv_blocks=args.kv_blocks, kv_page_size=args.kv_page_size,
+                            max_batch_tokens=args.generate_max_batch_tokens,
+                            max_queue_requests=args.max_queue_requests, max_new_tokens=args.max_new_tokens,
+                            seed=args.generate_seed)

@@ -1,0 +1,225 @@
+"""The generation engine: transformers' own continuous batching behind a small async seam.
+
+``ContinuousBatchingManager`` (``model.init_continuous_batching()``) owns the scheduler, the paged
+KV cache and sampling, on its own thread: requests join and leave the running batch at every
+step. This module only admits requests (a bound, then 429), turns the manager's per-request
+callbacks into an async stream of token deltas, cancels a request in the engine the moment its
+consumer goes away (its KV blocks are freed at the next step), and feeds the metrics. It knows
+nothing of HTTP.
+
+Sampling is per request (``per_request_processors``): temperature, top_k and top_p travel with each
+request. The manager samples when any request does, so greedy is ``top_k=1`` (the argmax alone
+survives, exactly as ``generate(do_sample=False)`` picks it). The engine has one random stream for
+the whole batch: a request's own ``seed`` cannot be honoured (``--generate_seed`` seeds the stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import torch
+
+from predictor import engine as torch_engine
+from predictor.generate_config import GenerateSettings
+from snapserve import metrics
+from snapserve.errors import ServingError
+from snapserve.metadata import ModelInfo
+
+log = logging.getLogger("snapserve.predictor")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+
+    def processor_kwargs(self, vocab: int) -> dict:
+        if self.temperature == 0:  # greedy: only the most likely token survives top_k
+            return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
+        return {"temperature": float(self.temperature), "top_k": int(self.top_k or vocab), "top_p": float(self.top_p)}
+
+
+@dataclasses.dataclass
+class Delta:
+    """New tokens of one request since the last delta; ``finish_reason`` on the last one."""
+
+    token_ids: list[int]
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class GenerationEngine:
+    def __init__(self, model_dir: Path, info: ModelInfo, settings: GenerateSettings, device: str = "auto",
+                 dtype: str = "auto", cpu_threads: int = 0):
+        import transformers
+        from transformers import GenerationConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        torch_engine.check_weights(model_dir)
+        self.info = info
+        self.settings = settings
+        self.device = torch_engine.resolve_device(device)
+        self.dtype = torch_engine.resolve_dtype(dtype, self.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(torch_engine.threads_per_instance(cpu_threads, 1))
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=self.dtype, local_files_only=True).to(self.device).eval()
+        config = self.model.config
+        eos = self.model.generation_config.eos_token_id
+        eos = config.eos_token_id if eos is None else eos
+        self.eos_ids = tuple(e for e in ([eos] if isinstance(eos, int) else (eos or ())) if e >= 0)
+        self.vocab = int(config.vocab_size)
+        # The processors must exist for per-request values to apply: transformers only builds one
+        # for a temperature that is not 1.0 and a top_k / top_p that filters; every request sends its
+        # own values, so these construction values are never used as defaults.
+        generation = GenerationConfig(do_sample=True, temperature=0.5, top_k=50, top_p=0.9,
+                                      eos_token_id=list(self.eos_ids) or -1, max_new_tokens=16)
+        cb = ContinuousBatchingConfig(per_request_processors=True, **settings.resolved(self.device.type == "cuda"))
+        self.manager = self.model.init_continuous_batching(generation_config=generation, continuous_batching_config=cb)
+        resolved = self.manager.continuous_batching_config
+        self.page_size = resolved.page_size
+        self.held = 0  # requests admitted and not finished (running + waiting)
+        self.accepting = True
+        self._ids = 0
+        self._preemption_hook = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, timeout: float = 120) -> None:
+        """Start the manager's thread and wait for its batch processor (the KV cache is allocated)."""
+        self.manager.start()
+        # The manager's thread is not a daemon: if the main thread ends without a drain (a crash
+        # while starting kserve), the process would hang on it, so a watcher stops it then.
+        threading.Thread(target=self._stop_after_main, name="generation-watch", daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while self.manager.batch_processor is None:
+            if not self.manager.is_running() or time.monotonic() > deadline:
+                raise RuntimeError("the continuous batching thread did not start; see the log above")
+            time.sleep(0.05)
+        processor = self.manager.batch_processor
+        self._hook_preemptions(processor)
+        metrics.GEN_RUNNING.set_function(lambda: len(processor.scheduler.active_requests))
+        metrics.GEN_WAITING.set_function(
+            lambda: len(processor.scheduler.waiting_requests) + self.manager.input_queue.qsize())
+        metrics.GEN_KV_USAGE.set_function(lambda: max(0.0, 1.0 - processor.cache.compute_free_capacity(True)))
+
+    def _stop_after_main(self) -> None:
+        threading.main_thread().join()
+        if self.manager.is_running():
+            self.manager.stop(block=False)
+
+    @staticmethod
+    def _hook_preemptions(processor) -> None:
+        """Count requests the scheduler takes out of the batch for lack of KV blocks (vLLM's
+        preemptions): transformers logs them but keeps no counter, so the offloading call of this
+        one processor is wrapped."""
+        offloading = getattr(processor, "offloading_manager", None)
+        original = getattr(offloading, "offload_requests", None)
+        if original is None:
+            return
+
+        def offload_requests(*args, **kwargs):
+            before = len(processor.scheduler.active_requests)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                metrics.GEN_PREEMPTIONS.inc(max(0, before - len(processor.scheduler.active_requests)))
+
+        offloading.offload_requests = offload_requests
+
+    def describe(self) -> dict:
+        cfg = self.manager.continuous_batching_config
+        return {"task": "generate", "device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."),
+                "kv_blocks": cfg.num_blocks, "kv_page_size": cfg.page_size, "max_batch_tokens": cfg.max_batch_tokens,
+                "max_queue_requests": self.settings.max_queue_requests}
+
+    async def stop(self, timeout: float) -> None:
+        """Refuse new requests, let the admitted ones finish within ``timeout``, stop the thread."""
+        self.accepting = False
+        deadline = time.monotonic() + timeout
+        while self.held and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(self.manager.stop, True, max(1.0, deadline - time.monotonic()))
+
+    # -- requests ------------------------------------------------------------------------
+    def max_tokens_for(self, prompt_tokens: int) -> int:
+        """The most new tokens that fit after a prompt: the context, the KV cache and the flag."""
+        fits = self.info.max_length - prompt_tokens
+        cache = self.manager.batch_processor.cache if self.manager.batch_processor else None
+        if cache is not None:
+            fits = min(fits, cache.num_blocks * self.page_size - prompt_tokens - self.page_size)
+        return max(0, min(fits, self.settings.max_new_tokens))
+
+    def admit(self) -> None:
+        if not self.accepting:
+            raise ServingError("unavailable", "server is shutting down", retry_after=1)
+        if self.held >= self.settings.max_queue_requests:
+            raise ServingError("overloaded", f"{self.held} generation requests are running or waiting "
+                               f"(--max_queue_requests {self.settings.max_queue_requests}); retry later",
+                               retry_after=1)
+
+    async def generate(self, prompt: list[int], sampling: Sampling) -> AsyncIterator[Delta]:
+        """Stream one request's new tokens. Closing the iterator (the client went away) cancels
+        the request in the engine."""
+        self.admit()
+        self._ids += 1
+        request_id = f"gen-{self._ids}"
+        outputs: asyncio.Queue = asyncio.Queue()
+        eos = [] if sampling.ignore_eos else list(self.eos_ids)
+        stops = [*eos, *sampling.stop_token_ids] or -1
+        self.held += 1
+        started = time.perf_counter()
+        last, sent, finished = started, 0, False
+        self.manager.register_result_handler(request_id, outputs.put_nowait)
+        try:
+            added = self.manager.add_request(prompt, request_id=request_id, max_new_tokens=sampling.max_tokens,
+                                             streaming=True, eos_token_id=stops,
+                                             **sampling.processor_kwargs(self.vocab))
+            if added is None:
+                raise ServingError("unavailable", "the generation engine is not accepting requests", retry_after=1)
+            metrics.GEN_PROMPT_TOKENS.inc(len(prompt))
+            while True:
+                output = await outputs.get()
+                if output.error:
+                    finished = True
+                    log.error("generation %s failed: %s", request_id, output.error)
+                    raise ServingError("internal", "generation failed")
+                tokens = list(output.generated_tokens)
+                now = time.perf_counter()
+                new = tokens[sent:]
+                if new:
+                    (metrics.GEN_TTFT if sent == 0 else metrics.GEN_ITL).observe(now - last)
+                    metrics.GEN_GENERATION_TOKENS.inc(len(new))
+                last, sent = now, len(tokens)
+                if output.is_finished():
+                    finished = True
+                    reason = "stop" if tokens and tokens[-1] in set(stops if stops != -1 else ()) else "length"
+                    metrics.GEN_E2E.observe(now - started)
+                    metrics.GEN_SUCCESS.labels(reason).inc()
+                    yield Delta(new, reason, len(prompt), len(tokens))
+                    return
+                if new:
+                    yield Delta(new, None, len(prompt), len(tokens))
+        finally:
+            self.held -= 1
+            if not finished:  # the consumer went away (or failed): free the request's KV blocks now
+                self.manager.cancel_request(request_id)
+                metrics.GEN_SUCCESS.labels("abort").inc()
+            self._forget(request_id)
+
+    def _forget(self, request_id: str) -> None:
+        """A cancelled request never delivers a last output, so its handler would stay registered
+        (transformers removes it only on a finished output)."""
+        router = self.manager.output_router
+        with router._lock:
+            router.result_handlers.pop(request_id, None)
