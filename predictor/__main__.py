@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if generating:
         model_server.app.include_router(generate_api.router(model))
     gate.install(model_server.app, "predictor", settings.max_body_bytes, log_access=settings.log_access,
-                 log_probes=settings.log_probes)
+                 log_probes=settings.log_probes, drop_abandoned=settings.drop_abandoned)
     log.info("max body %d bytes", settings.max_body_bytes)
     lifecycle.run(server, model, settings.grace_period)
     return 0

@@ -34,6 +34,7 @@ class Settings:
     log_access: bool
     log_probes: bool
     trace_logging: bool
+    drop_abandoned: bool
     max_body_bytes: int
     max_batch_latency_ms: float | str = "auto"
     engine: str = "auto"
@@ -102,6 +103,7 @@ def load(argv: list[str] | None = None) -> Settings:
         verify_snapshot=args.verify_snapshot, http_port=args.http_port, grpc_port=args.grpc_port,
         workers=args.workers, grace_period=args.grace_period,
         max_batch_latency_ms=args.max_batch_latency_ms, engine=args.engine, compile=args.compile,
-        quantize=args.quantize, log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging, max_body_bytes=args.max_body_bytes,
+        quantize=args.quantize, log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging,
+        drop_abandoned=args.drop_abandoned, max_body_bytes=args.max_body_bytes,
         generate=generate_config.settings_from(args),
     )

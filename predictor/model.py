@@ -47,7 +47,8 @@ class SnapshotModel(kserve.Model):
         self.vocab_size = self.info.vocab_size
         log.info("model %s: %s max_length=%d instances=%d", s.model_name,
                  " ".join(f"{k}={v}" for k, v in self.engine.describe().items()), self.max_length, s.instances)
-        self.batcher = Batcher(self.engine.prepare, self.engine.execute, s.batch_limits(), metrics.BatchObserver())
+        self.batcher = Batcher(self.engine.prepare, self.engine.execute, s.batch_limits(), metrics.BatchObserver(),
+                               on_drop=metrics.SEQUENCES_DROPPED.labels("predictor").inc)
         # warm-up on the threads that will serve (Batcher's one per instance), then the auto limits from it
         self.batcher.limits = autotune.tune(self.engine, self.batcher, s, self.max_length)
         metrics.GPU_USED.set_function(lambda: self.engine.gpu_memory()[0])

@@ -82,7 +82,7 @@ class Work(list):
 
 
 class _Request:
-    __slots__ = ("arrived", "cancelled", "context", "future", "remaining", "rows", "sequences")
+    __slots__ = ("arrived", "cancelled", "context", "future", "remaining", "rows", "sequences", "tasks")
 
     def __init__(self, sequences: Sequence[np.ndarray], future: asyncio.Future, context: Any = None):
         self.sequences = sequences
@@ -92,6 +92,7 @@ class _Request:
         self.remaining = len(sequences)
         self.arrived = time.monotonic()
         self.cancelled = False
+        self.tasks: set[asyncio.Task] = set()  # running async executions that carry its sequences
 
 
 @dataclasses.dataclass
@@ -165,12 +166,14 @@ class Batcher:
         limits: BatchLimits = BatchLimits(),
         observer: Observer | None = None,
         isolate: Callable[[Exception], bool] = lambda exc: True,
+        on_drop: Callable[[int], None] | None = None,
     ):
         self.limits = limits
         self._prepare = prepare
         self._execute = execute
         self._async_execute = inspect.iscoroutinefunction(execute)
         self._should_isolate = isolate
+        self._on_drop = on_drop or (lambda count: None)  # sequences dropped because their caller left
         self._observer = observer or NullObserver()
         self._pending: collections.deque[tuple[_Request, int]] = collections.deque()
         self._wakeup: asyncio.Event | None = None
@@ -231,7 +234,12 @@ class Batcher:
         try:
             return await req.future
         except asyncio.CancelledError:
-            req.cancelled = True  # its queued sequences are dropped when met
+            # The caller is gone (its client hung up, or its deadline passed): its queued sequences are
+            # dropped when met, and an async execution (a predictor call) that now serves nobody stops.
+            req.cancelled = True
+            for task in req.tasks:
+                if all(other.cancelled for other in task.snapserve_requests):
+                    task.cancel()
             raise
 
     def admit(self, count: int) -> None:
@@ -247,7 +255,10 @@ class Batcher:
     # -- scheduling ------------------------------------------------------------------------
     def _drop_cancelled(self) -> None:
         if any(req.cancelled for req, _ in self._pending):
+            before = len(self._pending)
             self._pending = collections.deque(p for p in self._pending if not p[0].cancelled)
+            self._on_drop(before - len(self._pending))
+            self._observer.queue_depth(len(self._pending))
 
     async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
@@ -272,6 +283,11 @@ class Batcher:
                 task = loop.create_task(self._run(batch, prepared, instance))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                if self._async_execute:
+                    task.snapserve_requests = batch.requests()
+                    for req in task.snapserve_requests:
+                        req.tasks.add(task)
+                    task.add_done_callback(lambda t: [r.tasks.discard(t) for r in t.snapserve_requests])
 
     async def _prepare_safely(self, loop, batch: Batch) -> Any:
         if self._prepare is None:
@@ -318,6 +334,7 @@ class Batcher:
         try:
             try:
                 if all(req.cancelled for req in batch.requests()):
+                    self._on_drop(len(batch.items))
                     return  # staged before its callers went away
                 if isinstance(prepared, Exception):
                     raise prepared

@@ -55,6 +55,8 @@ def server_parser(component: str, description: str):
     add(group, "log_access", component == "transformer", bool, help="one log line per request")
     add(group, "log_probes", False, bool, help="also log health probes and metric scrapes")
     add(group, "trace_logging", False, bool, help="kserve's own per-request timing lines (kserve.trace)")
+    add(group, "drop_abandoned", True, bool, help="drop the queued work of a client that hung up (false: "
+        "compute it anyway, as servers usually do; for comparisons)")
     return parser, group
 
 

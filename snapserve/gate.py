@@ -10,6 +10,7 @@ snapserve does not serve. ``install`` puts these and the body limit on an app in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -24,7 +25,7 @@ from snapserve.errors import encoded
 
 access = logging.getLogger("snapserve.access")
 errors_log = logging.getLogger("snapserve.errors")
-INFERENCE_PATHS = ("/infer", ":predict", "/embeddings")
+INFERENCE_PATHS = ("/infer", ":predict", "/embeddings", "/rerank")
 PROBES = re.compile(r"^/$|^/metrics/?$|^/v2/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/ready)?$|^/v1/models/[^/:]+$")
 READY_PATHS = ("/v2/health/ready", "/ready")
 REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")  # printable, no spaces: safe in logs and headers
@@ -76,8 +77,10 @@ class ErrorLog:
 
 class RequestGate:
     def __init__(self, app, component: str, state: DrainState = STATE, log_access: bool = False,
-                 log_probes: bool = False, error_log: ErrorLog | None = None, ready_check=None):
+                 log_probes: bool = False, error_log: ErrorLog | None = None, ready_check=None,
+                 drop_abandoned: bool = True):
         self.app = app
+        self.drop_abandoned = drop_abandoned
         self.ready_check = ready_check  # async () -> reason not to be Ready, or None
         self.component = component
         self.state = state
@@ -120,20 +123,26 @@ class RequestGate:
         if self.state.draining:
             return await refuse(send, "server is draining; retry on another replica", count=self.component)
         started = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "done": False}
 
         async def track(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                status["done"] = True
             await send(message)
 
         self.state.in_flight += 1
+        outcome = None
         try:
-            await self.app(scope, receive, track)
+            if self.drop_abandoned:
+                outcome = await cancel_on_disconnect(self.app, scope, receive, track, status)
+            else:
+                await self.app(scope, receive, track)
         finally:
             self.state.in_flight -= 1
             self.seconds.observe(time.perf_counter() - started)
-            metrics.REQUESTS.labels(self.component, metrics.outcome(status["code"])).inc()
+            metrics.REQUESTS.labels(self.component, outcome or metrics.outcome(status["code"])).inc()
 
     def _log(self, scope, rid: str, status: int, error_body: bytes, seconds: float) -> None:
         method, path = scope.get("method", ""), scope["path"]
@@ -150,6 +159,42 @@ def reason_of(body: bytes) -> str:
         return str(orjson.loads(body).get("error", ""))[:200]
     except (orjson.JSONDecodeError, AttributeError):
         return body[:200].decode("utf-8", "replace")
+
+
+async def cancel_on_disconnect(app, scope, receive, send, status: dict) -> str | None:
+    """Run ``app`` and cancel it when the client hangs up before its answer is complete: the request's
+    queued sequences then leave the batcher (its ``submit`` is cancelled) instead of being computed for
+    nobody. Returns "cancelled" when that happened. The client's disconnect is watched only once the
+    body has been read, so the app still gets every body message itself."""
+    body_read = asyncio.Event()
+
+    async def receive_body():
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_read.set()
+        return message
+
+    async def watch(task: asyncio.Task) -> bool:
+        await body_read.wait()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not status["done"] and not task.done():
+                    task.cancel()
+                    return True
+                return False
+
+    task = asyncio.ensure_future(app(scope, receive_body, send))
+    watcher = asyncio.ensure_future(watch(task))
+    try:
+        await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled() and watcher.result():
+            return "cancelled"  # nobody to answer
+        raise
+    finally:
+        watcher.cancel()
+    return None
 
 
 async def refuse(send, reason: str, count: str | None, close: bool = True) -> None:
@@ -195,7 +240,7 @@ def versioned(scope) -> bool:
 
 
 def install(app, component: str, max_body_bytes: int, inner: tuple = (), log_access: bool = False,
-            log_probes: bool = False, ready_check=None) -> None:
+            log_probes: bool = False, ready_check=None, drop_abandoned: bool = True) -> None:
     """From the outside in: RequestGate, ``inner`` middlewares (class, kwargs) in order (the
     transformer's guard), ClosedRoutes, BodyLimit, then kserve's app."""
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -203,4 +248,4 @@ def install(app, component: str, max_body_bytes: int, inner: tuple = (), log_acc
     for cls, kwargs in reversed(inner):
         app.add_middleware(cls, **kwargs)
     app.add_middleware(RequestGate, component=component, log_access=log_access, log_probes=log_probes,
-                       ready_check=ready_check)
+                       ready_check=ready_check, drop_abandoned=drop_abandoned)

@@ -80,3 +80,8 @@ GEN_RUNNING = Gauge("snapserve_num_requests_running", "Generation requests in th
 GEN_WAITING = Gauge("snapserve_num_requests_waiting", "Generation requests admitted and waiting for the batch")
 GEN_KV_USAGE = Gauge("snapserve_kv_cache_usage_perc", "Share of the paged KV cache in use (1 = full)")
 GEN_PREEMPTIONS = Counter("snapserve_num_preemptions", "Requests taken out of the batch for lack of KV blocks")
+
+
+# Work nobody waits for any more (the client hung up, or its deadline passed), dropped before it ran.
+SEQUENCES_DROPPED = Counter("snapserve_sequences_dropped", "Queued sequences dropped because their caller left",
+                            ["component"])

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         async def ready_check():
             return await client.unready_reason(settings.predictor_unready_after_s)
     guard.install(model_server.app, settings.guard, log_access=settings.log_access, log_probes=settings.log_probes,
-                  ready_check=ready_check)
+                  ready_check=ready_check, drop_abandoned=settings.drop_abandoned)
     lifecycle.run(server, model, settings.grace_period)
     return 0
 

@@ -33,6 +33,7 @@ class Settings:
     log_access: bool
     log_probes: bool
     trace_logging: bool
+    drop_abandoned: bool
     log_predictor_calls: bool
     request_timeout_ms: float
     predictor_connect_timeout_ms: float
@@ -109,6 +110,7 @@ def load(argv: list[str] | None = None) -> Settings:
         max_queue_sequences=args.max_queue_sequences, http_port=args.http_port, grpc_port=args.grpc_port,
         workers=args.workers, grace_period=args.grace_period,
         log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging,
+        drop_abandoned=args.drop_abandoned,
         log_predictor_calls=args.log_predictor_calls, request_timeout_ms=args.request_timeout_ms,
         predictor_connect_timeout_ms=args.predictor_connect_timeout_ms,
         predictor_unready_after_s=args.predictor_unready_after_s, guard=guard.settings_from(args),

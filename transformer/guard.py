@@ -204,7 +204,8 @@ def bearer(scope) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def install(app, args, log_access: bool = False, log_probes: bool = False, ready_check=None) -> GuardSettings:
+def install(app, args, log_access: bool = False, log_probes: bool = False, ready_check=None,
+            drop_abandoned: bool = True) -> GuardSettings:
     """Put the HTTP gate and, when configured, keys, rate limit and door shedding on kserve's app.
 
     ``args``: GuardSettings, parsed arguments, or settings carrying the flag names. Order from the
@@ -216,7 +217,8 @@ def install(app, args, log_access: bool = False, log_probes: bool = False, ready
     inner = ()
     if keys is not None or buckets is not None or settings.max_concurrent_requests:
         inner = ((Guard, {"keys": keys, "buckets": buckets, "max_concurrent": settings.max_concurrent_requests}),)
-    gate.install(app, "transformer", settings.max_body_bytes, inner, log_access, log_probes, ready_check)
+    gate.install(app, "transformer", settings.max_body_bytes, inner, log_access, log_probes, ready_check,
+                 drop_abandoned)
     log.info("guard: api keys %s; rate limit %s; max body %d bytes; max concurrent requests %s",
              "on" if keys else "off",
              f"{settings.rate_limit_rps:g}/s burst {settings.burst} per {'key' if keys else 'client address'}"

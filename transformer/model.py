@@ -58,7 +58,8 @@ class EmbeddingTransformer(kserve.Model):
         limits = BatchLimits(max_batch_size=settings.coalesce_max_sequences, max_batch_tokens=1 << 20,
                              max_delay_ms=settings.coalesce_delay_ms, instances=settings.predictor_max_in_flight,
                              max_queue_sequences=settings.max_queue_sequences)
-        self.coalescer = Batcher(None, self._call_predictor, limits, isolate=is_request_error)
+        self.coalescer = Batcher(None, self._call_predictor, limits, isolate=is_request_error,
+                                 on_drop=metrics.SEQUENCES_DROPPED.labels("transformer").inc)
         self.platform = f"snapserve:transformer:{self.info.task}"  # v2 metadata (kserve_compat patch 6)
         kserve_compat.report_model_platform()
         self.ready = True

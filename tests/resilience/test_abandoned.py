@@ -1,0 +1,87 @@
+"""Work nobody waits for is dropped (issue 14, item 1): 10 clients send 200 sentences each through the
+transformer and hang up after 0.3 s. With --drop_abandoned (the default) at most the batch already
+running is computed; with --drop_abandoned false, as servers usually behave, nearly all of it is."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests import procs
+
+CLIENTS, SENTENCES, HANG_UP_S = 10, 200, 0.3
+
+
+def metric(url: str, name: str, labels: str = "") -> float:
+    text = httpx.get(f"{url}/metrics").text
+    found = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def computed(url: str) -> float:
+    return metric(url, "snapserve_batch_size_sum")
+
+
+def settle(url: str) -> None:
+    """Until the predictor has been idle for a second (its queue empty, no batch running)."""
+    last, still = computed(url), 0
+    deadline = time.monotonic() + 120
+    while still < 4 and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = computed(url)
+        still = still + 1 if now == last and metric(url, "snapserve_queue_depth") == 0 else 0
+        last = now
+
+
+def hang_up_run(drop: str, model_dir, tmp_path) -> dict:
+    extra = ["--drop_abandoned", drop]
+    predictor, _ = procs.start_predictor(model_dir=model_dir, log_dir=tmp_path, extra=extra)
+    try:
+        transformer, _ = procs.start_transformer(predictor.url.removeprefix("http://"), model_dir=model_dir,
+                                                 log_dir=tmp_path, extra=extra)
+        try:
+            before = computed(predictor.url)
+            texts = [f"sentence number {i} about nothing in particular" for i in range(SENTENCES)]
+
+            def client():
+                try:
+                    httpx.post(f"{transformer.url}/v1/models/snap:predict", json={"instances": texts},
+                               timeout=HANG_UP_S)
+                except httpx.TimeoutException:
+                    pass  # hung up: the client is gone
+
+            threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            settle(predictor.url)
+            return {
+                "computed": computed(predictor.url) - before,
+                "dropped": metric(predictor.url, "snapserve_sequences_dropped_total", '{component="predictor"}')
+                + metric(transformer.url, "snapserve_sequences_dropped_total", '{component="transformer"}'),
+                "cancelled": metric(transformer.url, "snapserve_requests_total",
+                                    '{component="transformer",outcome="cancelled"}'),
+            }
+        finally:
+            transformer.stop()
+    finally:
+        predictor.stop()
+
+
+@pytest.mark.parametrize("drop", ["true", "false"])
+def test_clients_that_hang_up_leave_no_work_behind(drop, model_dir, tmp_path):
+    got = hang_up_run(drop, model_dir, tmp_path)
+    total = CLIENTS * SENTENCES
+    print(f"\n--drop_abandoned {drop}: {CLIENTS} clients x {SENTENCES} sentences hung up after {HANG_UP_S} s: "
+          f"{got['computed']:.0f}/{total} computed ({got['computed'] / total:.0%}), {got['dropped']:.0f} dropped, "
+          f"{got['cancelled']:.0f} requests counted cancelled")
+    if drop == "true":
+        assert got["computed"] <= 0.25 * total
+        assert got["dropped"] > 0 and got["cancelled"] == CLIENTS
+    else:
+        assert got["computed"] >= 0.9 * total  # the old behaviour, for the comparison
