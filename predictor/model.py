@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 import kserve
@@ -15,7 +16,7 @@ import numpy as np
 from kserve import InferRequest
 
 from predictor.config import Settings
-from snapserve import kserve_compat, metrics, tensors, tokenizer
+from snapserve import deadlines, kserve_compat, metrics, tensors, tokenizer
 from snapserve.batching import Batcher
 from snapserve.errors import ServingError, batcher_refusals, json_object
 from snapserve.metadata import CLASSIFICATION, RERANK
@@ -140,15 +141,22 @@ class SnapshotModel(kserve.Model):
 
     # -- predict ---------------------------------------------------------------------------
     async def predict(self, payload, headers=None):
+        timeout = deadlines.timeout_for(headers, self.settings.request_timeout_ms)
+        deadline = time.monotonic() + timeout
         with batcher_refusals():
-            self.batcher.admit(1)  # refuse before decoding and tokenising (cheap 429s under overload)
+            self.batcher.admit(1, timeout)  # refuse before decoding (cheap 429s under overload)
         sequences = self._sequences(payload)
         limit = self.batcher.limits.max_queue_sequences
         if len(sequences) > limit:  # would hold the model for longer than a full queue does
             raise ServingError("payload_too_large", f"{len(sequences)} sequences in one request; this predictor "
                                f"queues at most {limit} (--max_queue_sequences)")
         with batcher_refusals():
-            rows = await self.batcher.submit(sequences)
+            self.batcher.admit(len(sequences), deadline - time.monotonic())
+            try:  # past the deadline its queued sequences leave the batcher (the submit is cancelled)
+                rows = await asyncio.wait_for(self.batcher.submit(sequences), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise ServingError("timeout", f"not computed within the request's deadline of {timeout * 1000:.0f} ms "
+                                   "(x-request-timeout-ms, capped by --request_timeout_ms)") from None
         metrics.SEQUENCES.labels("predictor").inc(len(sequences))
         matrix = np.stack(rows).astype(np.float32, copy=False)
         labels, logits = None, None

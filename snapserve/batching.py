@@ -26,10 +26,10 @@ import numpy as np
 
 
 class QueueFull(Exception):
-    """The queue holds its maximum; the caller should answer 429 with ``retry_after`` seconds."""
+    """The queue cannot take the request in time; the caller should answer 429 with ``retry_after``."""
 
-    def __init__(self, waiting: int, limit: int, retry_after: float):
-        super().__init__(f"queue full: {waiting} sequences waiting (limit {limit})")
+    def __init__(self, waiting: int, limit: int, retry_after: float, reason: str = ""):
+        super().__init__(reason or f"queue full: {waiting} sequences waiting (limit {limit})")
         self.retry_after = retry_after
 
 
@@ -174,6 +174,7 @@ class Batcher:
         self._async_execute = inspect.iscoroutinefunction(execute)
         self._should_isolate = isolate
         self._on_drop = on_drop or (lambda count: None)  # sequences dropped because their caller left
+        self._rate: float | None = None  # sequences per second one instance executes (moving average)
         self._observer = observer or NullObserver()
         self._pending: collections.deque[tuple[_Request, int]] = collections.deque()
         self._wakeup: asyncio.Event | None = None
@@ -242,12 +243,26 @@ class Batcher:
                     task.cancel()
             raise
 
-    def admit(self, count: int) -> None:
+    def admit(self, count: int, within_s: float | None = None) -> None:
         """Raise QueueFull when ``count`` more sequences would not fit: the check ``submit`` makes,
-        callable first so a caller can refuse before costly decoding. An empty queue takes anything."""
+        callable first so a caller can refuse before costly decoding. An empty queue takes anything.
+        With ``within_s`` (what is left of the caller's deadline), also when the queue's estimated
+        wait is longer than that: a fast 429 now rather than a 504 later."""
         waiting = len(self._pending)
         if waiting and waiting + count > self.limits.max_queue_sequences:
             raise QueueFull(waiting, self.limits.max_queue_sequences, self._retry_after())
+        wait = self.estimated_wait()
+        if within_s is not None and within_s > 0 and wait is not None and wait > within_s:  # (expired: a 504)
+            raise QueueFull(waiting, self.limits.max_queue_sequences, max(1.0, wait),
+                            f"queue's estimated wait {wait * 1000:.0f} ms exceeds the request's deadline "
+                            f"({within_s * 1000:.0f} ms left)")
+
+    def estimated_wait(self) -> float | None:
+        """Seconds until the queued sequences have run (queued ÷ measured throughput); None before
+        the first batch has been measured."""
+        if self._rate is None:
+            return None
+        return len(self._pending) / (self._rate * self.limits.instances)
 
     def _retry_after(self) -> float:
         return max(1.0, round(len(self._pending) / max(1, self.limits.max_batch_size) * 0.05, 1))
@@ -357,7 +372,10 @@ class Batcher:
         if len(rows) != len(sequences):
             raise RuntimeError(f"execute returned {len(rows)} rows for {len(sequences)} sequences")
         real = sum(len(s) for s in sequences)
-        self._observer.batch(len(sequences), batch.padded_tokens, real, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        rate = len(sequences) / max(elapsed, 1e-6)
+        self._rate = rate if self._rate is None else 0.8 * self._rate + 0.2 * rate
+        self._observer.batch(len(sequences), batch.padded_tokens, real, elapsed)
         return rows
 
     async def _isolate(self, loop, batch: Batch, exc: Exception, instance: int) -> None:

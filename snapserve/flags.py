@@ -35,6 +35,9 @@ def add(group, name: str, default, kind=str, help: str = "", **kwargs) -> None:
 # binary INT64 tensors, input_ids + attention_mask = 16 bytes a token, so the transformer's largest
 # request (2,048 texts x 256 tokens) is 8 MiB plus the JSON header there.
 MAX_BODY_BYTES = {"predictor": 32 * 1024 * 1024, "transformer": 8 * 1024 * 1024}
+# Under the 30 s a Gateway API route usually allows; the predictor's is longer, since the transformer
+# forwards what is left of each request's own deadline.
+REQUEST_TIMEOUT_MS = {"predictor": 30_000.0, "transformer": 25_000.0}
 
 
 def server_parser(component: str, description: str):
@@ -55,6 +58,9 @@ def server_parser(component: str, description: str):
     add(group, "log_access", component == "transformer", bool, help="one log line per request")
     add(group, "log_probes", False, bool, help="also log health probes and metric scrapes")
     add(group, "trace_logging", False, bool, help="kserve's own per-request timing lines (kserve.trace)")
+    add(group, "request_timeout_ms", REQUEST_TIMEOUT_MS[component], float, help="longest a request may take "
+        "here (504 past it; a shorter deadline than the queue's estimated wait gets 429 at once); a client's "
+        "x-request-timeout-ms / request-timeout may ask for less. Keep it under the route's timeout")
     add(group, "drop_abandoned", True, bool, help="drop the queued work of a client that hung up (false: "
         "compute it anyway, as servers usually do; for comparisons)")
     return parser, group

@@ -72,9 +72,6 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "predictor_max_in_flight", 4, int, help="predictor calls at once from this process")
     flags.add(g, "max_queue_sequences", 2048, int,
               help="sequences waiting for a predictor call before 429 (size it to 1-2 s of capacity)")
-    flags.add(g, "request_timeout_ms", 25_000.0, float, help="longest a request may take, waiting for a "
-              "predictor included (504 past it); a client's x-request-timeout-ms / request-timeout may ask "
-              "for less. Keep it under the route's timeout (HTTPRoute: 30 s)")
     flags.add(g, "predictor_connect_timeout_ms", 3_000.0, float, help="connecting to the predictor")
     flags.add(g, "predictor_unready_after_s", 10.0, float, help="turn not-ready once no predictor has "
               "answered for this long (0: readiness ignores the predictor)")

@@ -15,6 +15,7 @@ from kserve import InferInput, InferRequest, InferResponse
 
 from snapserve import kserve_compat, metadata, metrics, tensors, tokenizer
 from snapserve.batching import Batcher, BatchLimits, Work
+from snapserve.deadlines import requested_timeout
 from snapserve.errors import ServingError, batcher_refusals, json_object
 from transformer import encoding_options, rerank
 from transformer.client import PredictorClient
@@ -170,6 +171,7 @@ class EmbeddingTransformer(kserve.Model):
         cap = self.settings.request_timeout_ms / 1000
         payload.deadline = payload.deadline or time.monotonic() + min(cap, payload.timeout_s or cap)
         with batcher_refusals():
+            self.coalescer.admit(len(payload.sequences), payload.deadline - time.monotonic())
             try:
                 payload.rows = await asyncio.wait_for(self.coalescer.submit(payload.sequences, context=payload),
                                                       max(0.0, payload.deadline - time.monotonic()))
@@ -258,27 +260,6 @@ def traced(headers) -> dict:
     forward = {k: headers[k] for k in ("x-request-id", "traceparent", "tracestate") if k in headers}
     return {"request_id": forward.get("x-request-id", ""), "headers": forward, "timeout_s": requested_timeout(headers)}
 
-
-def requested_timeout(headers: dict[str, str]) -> float | None:
-    """A client's deadline in seconds: ``x-request-timeout-ms: 1500``, or ``request-timeout`` as a
-    duration (``1.5s``, ``1500ms``, or seconds); capped later by ``--request_timeout_ms``."""
-    raw = headers.get("x-request-timeout-ms")
-    scale = 1e-3
-    if raw is None:
-        raw, scale = headers.get("request-timeout"), 1.0
-        if raw is not None and raw.strip().endswith("ms"):
-            raw, scale = raw.strip()[:-2], 1e-3
-        elif raw is not None and raw.strip().endswith("s"):
-            raw = raw.strip()[:-1]
-    if raw is None:
-        return None
-    try:
-        value = float(raw) * scale
-    except ValueError:
-        raise ServingError("validation", f"request timeout {raw!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise ServingError("validation", "a request timeout must be a positive number")
-    return value
 
 
 def is_request_error(exc: Exception) -> bool:

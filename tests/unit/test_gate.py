@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from snapserve import gate
-from transformer.model import requested_timeout
+from snapserve.deadlines import requested_timeout
 from snapserve.errors import ServingError
 
 
