@@ -23,7 +23,7 @@ CASES = [pytest.param(h, v, id=f"{h}-{values_id(v)}") for v in CI_VALUES for h i
 
 def test_every_feature_has_a_ci_values_file():
     expected = {"defaults", "gpu", "gateway", "ingress-tls", "monitoring", "autoscaling", "serverless", "everything",
-                "auth"}
+                "auth", "rerank", "generation"}
     assert {values_id(v) for v in CI_VALUES} == expected
 
 
@@ -221,3 +221,11 @@ def test_kube_version_floor(helm_name):
     run_helm(helm_name, *("template", RELEASE, str(CHART), "--kube-version", "1.30.0"))
     proc = run_helm(helm_name, *("template", RELEASE, str(CHART), "--kube-version", "1.29.0"), check=False)
     assert proc.returncode != 0 and "kubeVersion" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("values", "route"), [("rerank", "/v1/rerank"), ("generation", "/openai/v1/chat/completions"),
+                                               ("defaults", "/openai/v1/embeddings")])
+def test_notes_print_a_curl_for_the_task(values, route):
+    notes = run_helm("helm4", "install", "snapserve", str(CHART), "--dry-run=client", "-f",
+                     str(CHART / "ci" / f"{values}-values.yaml"))
+    assert f'"$SNAPSERVE_URL{route}"' in notes.stdout
