@@ -144,3 +144,4 @@ class RerankUser(_EmbeddingUser):
         payload = {"model": self.model, "query": texts.single(self.rng), "documents": texts.batch(self.rng, 16),
                    "return_documents": False}
         self._post("/v1/rerank", "rerank 1x16", payload, checks.rerank, 16)
+from loadtest.locust_generate import ChatStreamUser, CompletionsUser  # noqa: E402,F401 - SNAPSERVE_TASK=generate

@@ -25,7 +25,8 @@ from snapserve.errors import encoded
 
 access = logging.getLogger("snapserve.access")
 errors_log = logging.getLogger("snapserve.errors")
-INFERENCE_PATHS = ("/infer", ":predict", "/embeddings", "/rerank")
+# inference routes: counted, timed, refused while draining, cancelled when their client hangs up
+INFERENCE_PATHS = ("/infer", ":predict", "/embeddings", "/rerank", "/generate", "/generate_stream", "/completions")
 PROBES = re.compile(r"^/$|^/metrics/?$|^/v2/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/ready)?$|^/v1/models/[^/:]+$")
 READY_PATHS = ("/v2/health/ready", "/ready")
 REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")  # printable, no spaces: safe in logs and headers

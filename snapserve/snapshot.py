@@ -29,12 +29,14 @@ KEEP = (
     "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json",
     "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
     "*_Pooling/config.json", "*_Normalize/*", "*_Dense/config.json", "*_Dense/*.safetensors",
+    "chat_template.jinja", "generation_config.json",  # chat models
 )
 # What the transformer (tokenisation only, no weights) reads.
 TOKENIZER_KEEP = (
     "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
     "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json",
     "sentence_bert_config.json", "config_sentence_transformers.json", "modules.json",  # prompts, Matryoshka widths
+    "chat_template.jinja", "generation_config.json",  # the transformer renders chat templates
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5", ".msgpack")
 

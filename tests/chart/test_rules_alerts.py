@@ -21,6 +21,12 @@ BUCKET = 'snapserve_request_duration_seconds_bucket{component="transformer",le="
 DEPTH = 'snapserve_queue_depth{component="predictor",pod="p1"}'
 UP = 'up{component="predictor",instance="%s"}'
 GPU = 'snapserve_gpu_memory_%s_bytes{component="predictor",pod="p1",instance="i1"}'
+TTFT = 'snapserve_time_to_first_token_seconds_bucket{component="predictor",le="%s"}'
+POD = '{component="predictor",pod="p1",instance="i1"}'
+KV = "snapserve_kv_cache_usage_perc" + POD
+PREEMPT = "snapserve_num_preemptions_total" + POD
+WAITING = "snapserve_num_requests_waiting" + POD
+ON_POD = {"severity": "warning", "component": "predictor", "pod": "p1", "instance": "i1"}
 
 # name: (series {selector: values}, eval time, alert, expected label sets or [] for "must not fire")
 CASES = {
@@ -51,6 +57,20 @@ CASES = {
     "gpu-50pct-quiet": ({GPU % "used": "50000000000x40", GPU % "total": "100000000000x40"}, "15m",
                         "SnapserveGPUMemoryNearFull", []),
     "cpu-zero-total-quiet": ({GPU % "used": "0x40", GPU % "total": "0x40"}, "15m", "SnapserveGPUMemoryNearFull", []),
+    # text generation
+    "ttft-slow-fire": ({TTFT % "1": "0+50x40", TTFT % "5": "0+100x40", TTFT % "+Inf": "0+100x40"}, "25m",
+                       "SnapserveTimeToFirstTokenP99High", [{"severity": "warning", "component": "predictor"}]),
+    "ttft-fast-quiet": ({TTFT % "1": "0+100x40", TTFT % "5": "0+100x40", TTFT % "+Inf": "0+100x40"}, "25m",
+                        "SnapserveTimeToFirstTokenP99High", []),
+    "kv-95pct-fire": ({KV: "0.95x40"}, "15m", "SnapserveKVCacheNearFull", [ON_POD]),
+    "kv-95pct-brief-quiet": ({KV: "0.5x10 0.95x30"}, "15m", "SnapserveKVCacheNearFull", []),
+    "kv-half-quiet": ({KV: "0.5x40"}, "15m", "SnapserveKVCacheNearFull", []),
+    "preemptions-sustained-fire": ({PREEMPT: "0+6x40"}, "25m", "SnapservePreemptionsSustained", [ON_POD]),
+    "preemptions-rare-quiet": ({PREEMPT: "0+1x40"}, "25m", "SnapservePreemptionsSustained", []),
+    "preemptions-burst-quiet": ({PREEMPT: "0x10 100x30"}, "25m", "SnapservePreemptionsSustained", []),
+    "waiting-growing-fire": ({WAITING: "40+2x40"}, "25m", "SnapserveGenerationRequestsPilingUp", [ON_POD]),
+    "waiting-flat-quiet": ({WAITING: "40x40"}, "25m", "SnapserveGenerationRequestsPilingUp", []),
+    "waiting-few-quiet": ({WAITING: "0+0.5x40"}, "25m", "SnapserveGenerationRequestsPilingUp", []),
 }
 
 

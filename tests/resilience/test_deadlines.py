@@ -10,7 +10,6 @@ import time
 
 import httpx
 
-from tests import procs
 
 
 def computed(url: str) -> float:

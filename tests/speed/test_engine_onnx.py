@@ -78,6 +78,8 @@ def test_a_snapshot_without_model_onnx(tmp_path, model_dir):
         engine.load(snap, engine="onnx")
     with pytest.raises(SnapshotInvalid, match="--quantize int8 needs --engine onnx"):
         engine.load(snap, engine="torch", quantize="int8")
+    with pytest.raises(SnapshotInvalid, match="--dtype and --compile are torch's"):
+        engine.load(snap, engine="onnx", dtype="bfloat16")
 
 
 def test_export_tool_writes_lists_and_checks_model_onnx(tmp_path, tiny_bert):
