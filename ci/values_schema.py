@@ -35,6 +35,9 @@ def resolve(root: dict, path: str) -> list[dict]:
 
 
 def merge(node: dict, fragment: dict) -> None:
+    if "oneOf" in fragment or "anyOf" in fragment:
+        node.pop("type", None)  # the alternatives say which types are allowed (e.g. "auto" or an integer)
+        node.pop("default", None)
     if "$ref" in fragment:
         # draft-07 ignores keywords beside $ref; drop the generated type so no validator reads it either way.
         for key in [k for k in node if k not in ANNOTATIONS]:

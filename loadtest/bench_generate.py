@@ -28,9 +28,10 @@ from pathlib import Path
 
 from loadtest import texts
 from loadtest.bench_procs import REPO_ROOT, Server, free_port, python
-from loadtest.bench_rerank import ready
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "SmolLM2-135M-Instruct"
+# A and B have no deadline; snapserve's (25-30 s) would turn a slow 32-client level on a busy CPU into 504s
+NO_DEADLINE = ("--request_timeout_ms", "600000")
 
 
 def prompts(n: int = 64) -> list[str]:
@@ -108,6 +109,27 @@ async def level(call, clients: int, duration: float) -> dict:
             "itl_p50_ms": pct(itl, 0.5)}
 
 
+def ready(url: str, body: dict, servers: list[Server], timeout_s: float = 300) -> None:
+    """Until one real request answers 200; a refused request or a dead server stops the wait at once."""
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for server in servers:
+            if server.proc and server.proc.poll() is not None:
+                raise RuntimeError(f"{server.name} exited; see {server.log_path}:\n{server.tail()}")
+        try:
+            r = httpx.post(url, json=body, timeout=60)
+            if r.status_code == 200:
+                return
+            if r.status_code in (400, 404, 405, 422) and "model" not in r.text.lower():
+                raise RuntimeError(f"{url} refuses the bench's request: HTTP {r.status_code} {r.text[:200]}")
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s")
+
+
 def targets(a, logs: Path) -> list[tuple]:
     model_dir, out = str(a.model_dir), []
     port = free_port()
@@ -123,10 +145,10 @@ def targets(a, logs: Path) -> list[tuple]:
     out.append(("snapserve chat stream", "S", [
         Server("predictor", python("-m", "predictor", "--task", "generate", "--model_name", "gen", "--model_dir",
                                    model_dir, "--http_port", str(pred), "--grpc_port", str(free_port()),
-                                   "--device", a.device), logs),
+                                   "--device", a.device, *NO_DEADLINE), logs),
         Server("transformer", python("-m", "transformer", "--model_name", "gen", "--model_dir", model_dir,
                                      "--predictor_host", f"127.0.0.1:{pred}", "--http_port", str(trans),
-                                     "--grpc_port", str(free_port())), logs)],
+                                     "--grpc_port", str(free_port()), *NO_DEADLINE), logs)],
         f"http://127.0.0.1:{trans}/openai/v1/chat/completions", "gen"))
     return out
 
@@ -139,6 +161,8 @@ def run(a) -> list[dict]:
     logs = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     rows = []
     for label, key, servers, url, model in targets(a, logs):
+        if key not in a.targets:
+            continue
         if model:
             probe = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
             def call(s, p, url=url, model=model):
@@ -150,7 +174,7 @@ def run(a) -> list[dict]:
         try:
             for server in servers:
                 server.start()
-            ready(url, probe)
+            ready(url, probe, servers)
             asyncio.run(level(call, 1, 0))  # warm-up: one request
             for clients in a.levels:
                 r = {"target": label, "key": key, **asyncio.run(level(call, clients, a.duration))}
@@ -181,12 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model_dir", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--device", default="cpu")
     p.add_argument("--levels", default="1,8,32", help="concurrent clients per level, comma-separated")
+    p.add_argument("--targets", default="A,B,S", help="which of A, B, S (snapshot serve) to run")
     p.add_argument("--max_tokens", type=int, default=64)
     p.add_argument("--duration", type=float, default=None, help="seconds each level keeps sending (20; quick 3)")
     p.add_argument("--quick", action="store_true", help="short levels: each client sends about one request")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "bench" / "generate.json")
     a = p.parse_args(argv)
     a.levels = [int(x) for x in a.levels.split(",")]
+    a.targets = set(a.targets.upper().split(","))
     a.duration = a.duration if a.duration is not None else (3.0 if a.quick else 20.0)
     print(f"generate bench: clients {a.levels}, {a.max_tokens} new tokens (greedy), {a.duration:.0f} s per level, "
           f"snapshot {a.model_dir}", flush=True)

@@ -8,7 +8,6 @@ exactly ``max_new_tokens`` (``min_new_tokens`` too: the same work as the other t
 answers ``{"text", "completion_tokens"}``.
 """
 
-from __future__ import annotations
 
 import argparse
 import threading

@@ -89,7 +89,7 @@ if [ "$device" = cuda ] && command -v nvidia-smi >/dev/null; then
 fi
 
 if [ "$quick" = 1 ]; then
-  seconds=0.3 shapes=1x16,8x24 conc=1 bconc=1 duration=1 warmup=0.5
+  seconds=0.3 shapes=1x16,8x24 conc=1 bconc=1 duration=2 warmup=0.5
   targets=b,snapserve,engine-torch-fp32
 else
   seconds=1 shapes=1x16,32x24,128x32,1024x32 conc=1,64,256 bconc=1,64,256 duration=4 warmup=1

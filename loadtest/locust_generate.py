@@ -53,8 +53,13 @@ class _GenerateUser(HttpUser):
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.rng = random.Random()
 
+    def on_stop(self) -> None:
+        # locust's --csv writer runs once a second and has no final write at quit: a generation that ends in
+        # the last second of a run (one finishing under --stop-timeout) would be missing from the CSV
+        time.sleep(1.5)
+
     def _extra(self, request_type: str, name: str, value: float, length: int = 0) -> None:
-        events.request.fire(request_type=request_type, name=name, response_time=value, response_length=length,
+        self.environment.events.request.fire(request_type=request_type, name=name, response_time=value, response_length=length,
                             exception=None, context={})
 
 
@@ -79,7 +84,8 @@ class ChatStreamUser(_GenerateUser):
                 resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")
                 return
             try:
-                for line in resp.iter_lines(decode_unicode=True):
+                # chunk_size=None: hand over bytes as they arrive (the default 512 would batch events)
+                for line in resp.iter_lines(chunk_size=None, decode_unicode=True):
                     if not line or not line.startswith("data: "):
                         continue
                     data = line[len("data: "):]
@@ -101,10 +107,14 @@ class ChatStreamUser(_GenerateUser):
             except (ValueError, OSError) as exc:
                 resp.failure(f"bad stream: {exc!r}"[:200])
                 return
+            # locust times a streamed request to its headers; the entry should be the whole stream
+            resp.request_meta["response_time"] = (time.perf_counter() - started) * 1e3
             problem = check_stream(text, finish, usage, self.max_tokens)
             if problem:
                 resp.failure(problem)
                 return
+        if first is None:  # nothing to time: the answer was empty
+            return
         tokens = usage["completion_tokens"]
         self._extra("TTFT", name, (first - started) * 1e3)
         if tokens > 1 and last > first:

@@ -112,8 +112,9 @@ def choose(table: Sequence[Point], budget: float, max_batch_size: int | None = N
 
     ``max_batch_size`` is the batch with the most sequences/s at the shortest length among those within
     the budget. ``max_batch_tokens`` is, over every length, the padded tokens of that length's best batch
-    within the budget, and the smallest of them: a forward pass costs about its padded tokens, so the
-    tightest length keeps every batch near the budget. A budget nothing fits leaves batches of one."""
+    within the budget, and the largest of them: the smallest would hold short sentences (most traffic)
+    to the batches that fit long texts, whose attention costs more per token; a batch of long texts
+    under the largest may pass the budget by that difference. A budget nothing fits leaves batches of one."""
     points = list(table)
     lengths = sorted({p.length for p in points})
     fits = [p for p in points if p.seconds * 1e3 <= budget]
@@ -125,7 +126,7 @@ def choose(table: Sequence[Point], budget: float, max_batch_size: int | None = N
     if tokens is None:
         per_length = [_best_batch([p for p in fits if p.length == length]) for length in lengths]
         per_length = [p for p in per_length if p is not None]
-        tokens = min((p.tokens for p in per_length), default=lengths[-1] if lengths else 512)
+        tokens = max((p.tokens for p in per_length), default=lengths[-1] if lengths else 512)
         tokens = max(tokens, lengths[0] if lengths else 1)
     return Choice(size, tokens, budget, tuple(points))
 

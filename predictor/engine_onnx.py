@@ -144,7 +144,7 @@ def fastest(torch_engine, model_dir: Path, info: ModelInfo, instances: int, cpu_
         return torch_engine
     try:
         onnx = OnnxEngine(model_dir, info, "cuda" if device.startswith("cuda") else "cpu", instances, cpu_threads)
-    except SnapshotInvalid as exc:
+    except (SnapshotInvalid, ImportError) as exc:  # ImportError: an image without onnxruntime
         log.info("engine auto: torch (onnx unusable here: %s)", exc)
         return torch_engine
     ok, worst = precision.check(torch_engine.execute(torch_engine.prepare(precision.probe_sequences(model_dir, info))),

@@ -14,7 +14,8 @@ def test_the_completion_check_catches_wrong_bodies():
     good = {"choices": [{"text": "Once", "finish_reason": "length"}], "usage": {"completion_tokens": 8}}
     assert check_completion(good, 8) is None
     assert "completion_tokens 8" in check_completion(good, 4)
-    assert "no text" in check_completion({**good, "choices": [{"text": "", "finish_reason": "stop"}]}, 8)
+    assert "no text" in check_completion({**good, "choices": [{"text": "", "finish_reason": "length"}]}, 8)
+    assert check_completion({"choices": [{"text": "", "finish_reason": "stop"}], "usage": {"completion_tokens": 1}}, 8) is None
     assert "one choice" in check_completion({"choices": []}, 8)
 
 

@@ -34,7 +34,7 @@ def test_measure_grows_each_length_until_the_budget_and_keeps_that_point():
     assert all(calls.count((p.batch, p.length)) == 4 for p in table)  # one untimed + three timed
 
 
-def test_choose_takes_the_fastest_batch_within_the_budget_and_the_tightest_token_budget():
+def test_choose_takes_the_fastest_batch_within_the_budget_and_the_widest_token_budget():
     table = autotune.measure(cpu_like, [1, 2, 4, 8, 16, 32, 64, 128], [16, 64, 256], budget_s=0.05)
     choice = autotune.choose(table, 50.0)
     assert choice.max_batch_size == 64  # most sequences/s at 16 tokens within 50 ms
@@ -50,6 +50,14 @@ def test_a_throughput_peak_below_the_budget_wins_over_a_bigger_batch():
 
     table = autotune.measure(peaked, [1, 8, 32, 64, 128], [16], budget_s=1.0)
     assert autotune.choose(table, 1000.0).max_batch_size == 32
+
+
+def test_long_texts_costing_more_a_token_do_not_hold_short_ones_back():
+    # attention: a token of a 256-token text costs 4x one of a 16-token text
+    table = autotune.measure(lambda b, n: 0.002 + 40e-6 * b * n * (4 if n == 256 else 1), [1, 2, 4, 8, 16, 32, 64],
+                             [16, 256], budget_s=0.05)
+    choice = autotune.choose(table, 50.0)
+    assert (choice.max_batch_size, choice.max_batch_tokens) == (64, 1024)
 
 
 def test_a_budget_nothing_fits_leaves_batches_of_one_and_explicit_limits_win():
