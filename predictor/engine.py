@@ -77,7 +77,7 @@ class TorchEngine:
     each has its own CUDA stream on a GPU, its share of the CPU threads otherwise."""
 
     def __init__(self, model_dir: Path, info: ModelInfo, device: str = "auto", dtype: str = "auto",
-                 instances: int = 1, cpu_threads: int = 0, compile: bool = False):
+                 instances: int = 1, cpu_threads: int = 0, compile: bool = False, cpu_bf16: bool = True):
         import transformers
 
         self.model_dir = Path(model_dir)
@@ -100,7 +100,7 @@ class TorchEngine:
             torch.set_num_threads(threads_per_instance(cpu_threads, instances))
             self.streams = [None] * instances
         self.forward, self.buckets = self.model, ()
-        if dtype == "auto" and self.device.type == "cpu":
+        if dtype == "auto" and self.device.type == "cpu" and cpu_bf16:
             from predictor import precision
 
             precision.torch_cpu(self)  # bf16 where the CPU has it and the outputs pass
@@ -167,7 +167,7 @@ class TorchEngine:
 
 def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str = "auto", instances: int = 1,
          cpu_threads: int = 0, max_length: int = 0, engine: str = "torch", compile: bool = False,
-         quantize: str = "none") -> Engine:
+         quantize: str = "none", cpu_bf16: bool = True) -> Engine:
     """The engine for the snapshot in ``model_dir``: torch, ONNX Runtime (``model.onnx``, written by
     ``python -m predictor.export_onnx``), or with ``auto`` whichever measures faster here."""
     info = metadata.read(model_dir, task, max_length)
@@ -179,7 +179,7 @@ def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str =
         from predictor import engine_onnx
 
         return engine_onnx.OnnxEngine(model_dir, info, device, instances, cpu_threads, quantize)
-    torch_engine = TorchEngine(model_dir, info, device, dtype, instances, cpu_threads, compile)
+    torch_engine = TorchEngine(model_dir, info, device, dtype, instances, cpu_threads, compile, cpu_bf16)
     if engine == "torch" or compile or dtype not in ("auto", "float32"):
         return torch_engine
     from predictor import engine_onnx

@@ -40,7 +40,7 @@ class SnapshotModel(kserve.Model):
         if s.verify_snapshot and snapshot.verify(s.model_dir):
             log.info("snapshot manifest verified: %s", s.model_dir / snapshot.MANIFEST)
         self.engine = engine.load(s.model_dir, s.task, s.device, s.dtype, s.instances, s.cpu_threads, s.max_length,
-                                  engine=s.engine, compile=s.compile, quantize=s.quantize)
+                                  engine=s.engine, compile=s.compile, quantize=s.quantize, cpu_bf16=s.cpu_bf16)
         self.info = self.engine.info
         if (s.model_dir / "tokenizer.json").is_file():
             self.encoder = tokenizer.TextEncoder(s.model_dir, self.info)

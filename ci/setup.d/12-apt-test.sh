@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the tests need: nginx and Prometheus for the local stack, unzip for the helm wheels.
+# Debian packages the tests need: nginx and Prometheus for the local stack, unzip for the helm wheels,
+# a C++ compiler for torch.compile's CPU backend.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=ci/lib/apt.sh
 source ci/lib/apt.sh
-apt_install nginx-light prometheus unzip
+apt_install nginx-light prometheus unzip g++  # g++: torch.compile (inductor) on CPU
 # Debian starts nginx and Prometheus as system services when it installs them; snapserve runs its own
 # unprivileged copies on other ports, so only the system instances (their pid files) are stopped.
 for pidfile in /run/nginx.pid /run/prometheus/prometheus.pid; do

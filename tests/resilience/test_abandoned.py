@@ -47,12 +47,14 @@ def hang_up_run(drop: str, model_dir, tmp_path) -> dict:
             before = computed(predictor.url)
             texts = [f"sentence number {i} about nothing in particular" for i in range(SENTENCES)]
 
+            hung_up = []
+
             def client():
                 try:
                     httpx.post(f"{transformer.url}/v1/models/snap:predict", json={"instances": texts},
                                timeout=HANG_UP_S)
                 except httpx.TimeoutException:
-                    pass  # hung up: the client is gone
+                    hung_up.append(1)  # the client is gone (a fast machine may answer some in time)
 
             threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
             for t in threads:
@@ -66,6 +68,7 @@ def hang_up_run(drop: str, model_dir, tmp_path) -> dict:
                 + metric(transformer.url, "snapserve_sequences_dropped_total", '{component="transformer"}'),
                 "cancelled": metric(transformer.url, "snapserve_requests_total",
                                     '{component="transformer",outcome="cancelled"}'),
+                "hung_up": len(hung_up),
             }
         finally:
             transformer.stop()
@@ -82,6 +85,7 @@ def test_clients_that_hang_up_leave_no_work_behind(drop, model_dir, tmp_path):
           f"{got['cancelled']:.0f} requests counted cancelled")
     if drop == "true":
         assert got["computed"] <= 0.25 * total
-        assert got["dropped"] > 0 and got["cancelled"] == CLIENTS
+        assert got["hung_up"] >= CLIENTS // 2, got  # the run shows something only if most gave up
+        assert got["dropped"] > 0 and got["cancelled"] == got["hung_up"]
     else:
         assert got["computed"] >= 0.9 * total  # the old behaviour, for the comparison
