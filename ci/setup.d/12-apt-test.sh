@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=ci/lib/apt.sh
 source ci/lib/apt.sh
-apt_install nginx-light prometheus unzip g++  # g++: torch.compile (inductor) on CPU
+apt_install nginx-light prometheus unzip g++ python3-dev  # torch.compile (inductor) on CPU: a C++ compiler, Python.h
 # Debian starts nginx and Prometheus as system services when it installs them; snapserve runs its own
 # unprivileged copies on other ports, so only the system instances (their pid files) are stopped.
 for pidfile in /run/nginx.pid /run/prometheus/prometheus.pid; do
