@@ -25,6 +25,7 @@ from locust import HttpUser, constant, events, task
 
 from loadtest import texts
 from loadtest.checks_generate import check_completion, check_stream
+from loadtest.locust_post import post_checked
 
 _ACTIVE = os.environ.get("SNAPSERVE_TASK", "embedding") == "generate"
 
@@ -131,17 +132,6 @@ class CompletionsUser(_GenerateUser):
     def completions(self) -> None:
         payload = {"model": self.model, "prompt": _prompt(self.rng), "max_tokens": self.max_tokens,
                    "temperature": 0}
-        with self.client.post("/openai/v1/completions", json=payload, name="completions", headers=self.headers,
-                              catch_response=True) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")
-                return
-            try:
-                body = resp.json()
-            except ValueError:
-                resp.failure("response is not JSON")
-                return
-            problem = check_completion(body, self.max_tokens)
-            if problem:
-                resp.failure(problem)
+        post_checked(self.client, "/openai/v1/completions", "completions", payload, self.headers,
+                     lambda body: check_completion(body, self.max_tokens))
 

@@ -22,6 +22,7 @@ from locust import FastHttpUser, constant, events, task
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `loadtest.*` without installing
 
 from loadtest import checks, shapes, slo, texts  # slo registers the SLO gate
+from loadtest.locust_post import post_checked
 
 __all__ = ["slo"]
 
@@ -54,19 +55,7 @@ class _EmbeddingUser(FastHttpUser):
         self.rng = random.Random()
 
     def _post(self, path: str, name: str, payload: dict, check, n: int) -> None:
-        with self.client.post(path, json=payload, name=name, headers=self.headers,
-                              catch_response=True) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"HTTP {resp.status_code}: {resp.error or (resp.text or '')[:200]}")
-                return
-            try:
-                body = resp.json()
-            except ValueError:
-                resp.failure("response is not JSON")
-                return
-            problem = check(body, n, self.dim)
-            if problem:
-                resp.failure(problem)
+        post_checked(self.client, path, name, payload, self.headers, lambda body: check(body, n, self.dim))
 
     def v1(self, instances: list[str], name: str) -> None:
         self._post(f"/v1/models/{self.model}:predict", name, {"instances": instances}, checks.v1,
