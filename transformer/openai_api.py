@@ -55,11 +55,17 @@ def router(model) -> APIRouter:
                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         return Response(orjson.dumps(answer), media_type="application/json")
 
-    async def models(_: Request) -> Response:
-        answer = {"object": "list", "data": [{"id": model.name, "object": "model", "created": created,
-                                              "owned_by": "snapserve"}]}
-        return Response(orjson.dumps(answer), media_type="application/json")
-
     api.add_api_route(f"{prefix()}/v1/embeddings", embeddings, methods=["POST"])
-    api.add_api_route(f"{prefix()}/v1/models", models, methods=["GET"])
+    add_models_route(api, model.name, created)
     return api
+
+
+def add_models_route(api: APIRouter, name: str, created: int) -> None:
+    """``GET {prefix}/v1/models``: the one model served here (embeddings and chat alike)."""
+    answer = orjson.dumps({"object": "list", "data": [{"id": name, "object": "model", "created": created,
+                                                       "owned_by": "snapserve"}]})
+
+    async def models(_: Request) -> Response:
+        return Response(answer, media_type="application/json")
+
+    api.add_api_route(f"{prefix()}/v1/models", models, methods=["GET"])

@@ -19,7 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from snapserve.errors import ServingError, body, json_object
 from transformer.chat import messages_of
-from transformer.openai_api import prefix
+from transformer.openai_api import add_models_route, prefix
 
 MAX_STOPS = 16
 
@@ -136,14 +136,9 @@ def router(model) -> APIRouter:
     async def completions(request: Request) -> Response:
         return await run(request, chat=False)
 
-    async def models(_: Request) -> Response:
-        answer = {"object": "list", "data": [{"id": model.name, "object": "model", "created": created,
-                                              "owned_by": "snapserve"}]}
-        return Response(orjson.dumps(answer), media_type="application/json")
-
     api.add_api_route(f"{prefix()}/v1/chat/completions", chat_completions, methods=["POST"])
     api.add_api_route(f"{prefix()}/v1/completions", completions, methods=["POST"])
-    api.add_api_route(f"{prefix()}/v1/models", models, methods=["GET"])
+    add_models_route(api, model.name, created)
     return api
 
 
