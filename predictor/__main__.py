@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from kserve import model_server
 
     from predictor.model import SnapshotModel
-    from snapserve import flags, gate, http_errors, lifecycle
+    from snapserve import flags, gate, http_errors, kserve_compat, lifecycle, metrics
     from snapserve.metadata import SnapshotInvalid
     from snapserve.snapshot import SnapshotError
 
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     http_errors.install(model_server.app)
     if generating:
         model_server.app.include_router(generate_api.router(model))
+    kserve_compat.limit_client_reads(settings.client_timeout_s, metrics.SLOW_CLIENTS_CLOSED.labels("predictor").inc)
     gate.install(model_server.app, "predictor", settings.max_body_bytes, log_access=settings.log_access,
                  log_probes=settings.log_probes, drop_abandoned=settings.drop_abandoned)
     log.info("max body %d bytes", settings.max_body_bytes)

@@ -35,6 +35,7 @@ class Settings:
     log_probes: bool
     trace_logging: bool
     drop_abandoned: bool
+    client_timeout_s: float
     request_timeout_ms: float
     cpu_bf16: bool
     max_body_bytes: int
@@ -110,7 +111,7 @@ def load(argv: list[str] | None = None) -> Settings:
         workers=args.workers, grace_period=args.grace_period,
         max_batch_latency_ms=args.max_batch_latency_ms, engine=args.engine, compile=args.compile,
         quantize=args.quantize, log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging,
-        drop_abandoned=args.drop_abandoned, request_timeout_ms=args.request_timeout_ms,
+        drop_abandoned=args.drop_abandoned, client_timeout_s=args.client_timeout_s, request_timeout_ms=args.request_timeout_ms,
         cpu_bf16=args.cpu_bf16, max_body_bytes=args.max_body_bytes,
         generate=generate_config.settings_from(args),
     )

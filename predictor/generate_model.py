@@ -3,9 +3,10 @@ runs it through the continuous-batching engine, and shapes its answer (one JSON,
 
 Request: ``{"input_ids": [int, ...]}`` or ``{"text_input": "..."}`` (tokenised here, so the predictor
 serves alone), with ``parameters``: ``max_tokens``, ``temperature`` (0: greedy), ``top_p``, ``top_k``,
-``seed``, ``stop_token_ids``, ``ignore_eos``. Answer: ``output_ids`` (the generated ids, a stop or
-EOS token included), ``text_output`` when the request sent text, ``finish_reason`` (``stop`` /
-``length``) and ``usage``. A stream carries the same keys per event, the ids being the new ones.
+``seed`` (the same seed, prompt and parameters give the same tokens), ``stop_token_ids``,
+``ignore_eos``. Answer: ``output_ids`` (the generated ids, a stop or EOS token included),
+``text_output`` when the request sent text, ``finish_reason`` (``stop`` / ``length``) and ``usage``.
+A stream carries the same keys per event, the ids being the new ones.
 """
 
 from __future__ import annotations
@@ -115,13 +116,13 @@ class GenerateModel(kserve.Model):
         ignore_eos = params.get("ignore_eos", False)
         if not isinstance(ignore_eos, bool):
             raise ServingError("validation", "'ignore_eos' must be true or false")
-        _number(params, "seed", int, -(2**63), 2**64 - 1, None)  # accepted (OpenAI clients send it); see generation.py
         sampling = Sampling(
             max_tokens=max_tokens,
             temperature=_number(params, "temperature", float, 0.0, 100.0, 1.0),
             top_p=_number(params, "top_p", float, 1e-9, 1.0, 1.0),
             top_k=max(0, _number(params, "top_k", int, -1, None, 0)),
-            stop_token_ids=tuple(stop_ids), ignore_eos=ignore_eos)
+            stop_token_ids=tuple(stop_ids), ignore_eos=ignore_eos,
+            seed=_number(params, "seed", int, -(2**63), 2**64 - 1, None))
         rid = body.get("id") if isinstance(body.get("id"), str) else None
         return GenerateJob(prompt, sampling, text, rid or (headers or {}).get("x-request-id") or uuid.uuid4().hex)
 

@@ -9,21 +9,31 @@ nothing of HTTP.
 
 Sampling is per request (``per_request_processors``): temperature, top_k and top_p travel with each
 request. The manager samples when any request does, so greedy is ``top_k=1`` (the argmax alone
-survives, exactly as ``generate(do_sample=False)`` picks it). The engine has one random stream for
-the whole batch: a request's own ``seed`` cannot be honoured (``--generate_seed`` seeds the stream).
+survives, exactly as ``generate(do_sample=False)`` picks it). The manager draws from one random
+stream for the whole batch (``--generate_seed`` seeds it), so a request with its own ``seed`` draws
+its token itself (``SeededDraw``, the last processor) from a stream of its own and leaves only that
+token for the manager's draw: the same prompt, parameters and seed give the same tokens whatever
+else shares the batch, as in vLLM.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import ClassVar
 
 import torch
+from transformers.generation.continuous_batching.cb_logits_processors import (
+    ContinuousBatchingLogitsProcessor,
+    ContinuousBatchingLogitsProcessorList,
+)
+from transformers.generation.continuous_batching.requests import RequestState
 
 from predictor import engine as torch_engine
 from predictor.generate_config import GenerateSettings
@@ -42,11 +52,96 @@ class Sampling:
     top_k: int = 0  # 0: off
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
+    seed: int | None = None  # None: the engine's shared stream
 
     def processor_kwargs(self, vocab: int) -> dict:
-        if self.temperature == 0:  # greedy: only the most likely token survives top_k
+        if self.temperature == 0:  # greedy: only the most likely token survives top_k (a seed changes nothing)
             return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
-        return {"temperature": float(self.temperature), "top_k": int(self.top_k or vocab), "top_p": float(self.top_p)}
+        kwargs = {"temperature": float(self.temperature), "top_k": int(self.top_k or vocab), "top_p": float(self.top_p)}
+        return kwargs if self.seed is None else {**kwargs, "seed": int(self.seed)}
+
+
+NO_SEED = -1  # a draw argument for a request without a seed: its row is left to the manager's draw
+DRAW_BITS = 24  # float32's mantissa: finer uniforms would be lost in the float32 cumulative sum
+
+
+def seeded_uniform(seed: int, position: int) -> int:
+    """The draw, in ``[0, 2**24)``, of the request with ``seed`` for its token at ``position`` (absolute,
+    prompt included). Keyed by position rather than taken from a running generator, so a token the
+    engine computes twice (a request preempted between scheduling and its update, or soft-reset and
+    prefilled again) gets the same draw both times."""
+    key = (seed % 2**64).to_bytes(8, "little") + position.to_bytes(8, "little")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> (64 - DRAW_BITS)
+
+
+class SeededDraw(ContinuousBatchingLogitsProcessor):
+    """The last logits processor: for each request whose parameters carry a ``seed``, sample its next
+    token by inverse CDF with its own uniform draw, and mask every other token to ``-inf``, so the
+    manager's shared multinomial can only pick that one. Rows without a seed pass through untouched.
+    Off the CPU it is tensor ops only, with no branch on the data, so that torch.compile and CUDA
+    graphs can take it like the library's own processors."""
+
+    supported_kwargs: ClassVar[dict[str, type]] = {"seed": int}
+    ignored_kwargs: ClassVar[tuple[str, ...]] = ()
+
+    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+        int32_tensor.fill_(NO_SEED)
+
+    def prepare_tensor_args(self, requests_with_new_token: list) -> torch.Tensor:
+        # position_offset already counts this step's query tokens: it is the new token's position
+        draws = [NO_SEED if (seed := r.state.logit_processor_kwargs.get("seed")) is None
+                 else seeded_uniform(seed, r.state.position_offset) for r in requests_with_new_token]
+        return torch.tensor(draws, dtype=torch.int32, device="cpu")
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        draws = tensor_arg[: scores.size(0)]  # [B]; NO_SEED for a row without a seed
+        if scores.device.type == "cpu" and not torch.compiler.is_compiling():
+            # eager on CPU, where a draw over the whole batch would cost as much as the forward pass:
+            # only the seeded rows pay. On an accelerator the whole batch is drawn, with no branch on
+            # the data, so the step stays one CUDA graph.
+            rows = (draws >= 0).nonzero().squeeze(-1)
+            if rows.numel() == 0:
+                return scores
+            return scores.index_copy(0, rows, self.draw(scores[rows], draws[rows]))
+        return self.draw(scores, draws)
+
+    @staticmethod
+    def draw(scores: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """Each seeded row of ``scores`` [B, V] with only its drawn token left finite."""
+        seeded = (draws >= 0).unsqueeze(-1)  # [B, 1]
+        probs = scores.softmax(dim=-1)  # [B, V]
+        cdf = probs.cumsum(dim=-1)
+        uniform = draws.clamp(min=0).to(torch.float32).unsqueeze(-1) * 2.0**-DRAW_BITS  # [B, 1] in [0, 1)
+        token = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).clamp(max=scores.size(-1) - 1)
+        # float rounding may land on a token of probability 0 (past the end): the argmax then, never a
+        # row with nothing left to sample
+        token = torch.where(probs.gather(-1, token) > 0, token, probs.argmax(dim=-1, keepdim=True))
+        keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, token, True)
+        return scores.masked_fill(seeded & ~keep, float("-inf"))
+
+
+def install_seeded_draw(manager) -> None:
+    """Append ``SeededDraw`` to the manager's processors, before ``start()`` sizes their argument
+    storage. transformers builds that list from the generation config and has no hook to add a
+    processor of our own, so this touches its internals (transformers 5.24), checked here first."""
+    import transformers
+
+    processors = getattr(manager, "logit_processor", None)
+    known = (isinstance(processors, ContinuousBatchingLogitsProcessorList)
+             and isinstance(getattr(processors, "logits_processor", None), list)
+             and isinstance(getattr(processors, "tensors_required", None), int)
+             and isinstance(getattr(processors, "supported_keys", None), dict)
+             and "position_offset" in getattr(RequestState, "__dataclass_fields__", {}))
+    if not known or manager.batch_processor is not None:
+        raise RuntimeError(f"transformers {transformers.__version__}: the continuous batching internals that "
+                           "predictor/generation.py:install_seeded_draw relies on changed (or the manager already "
+                           "started); per-request seeds cannot be honoured. Pin transformers 5.24 or port the function")
+    if any(isinstance(p, SeededDraw) for p in processors.logits_processor):  # a manager transformers re-used
+        return
+    processors.logits_processor.append(SeededDraw())
+    processors.tensors_required += 1  # one argument row, allocated when the batch processor is created
+    processors.supported_keys.update(SeededDraw.supported_kwargs)
+    processors.do_processing = True
 
 
 @dataclasses.dataclass
@@ -87,6 +182,7 @@ class GenerationEngine:
                                       eos_token_id=list(self.eos_ids) or -1, max_new_tokens=16)
         cb = ContinuousBatchingConfig(per_request_processors=True, **settings.resolved(self.device.type == "cuda"))
         self.manager = self.model.init_continuous_batching(generation_config=generation, continuous_batching_config=cb)
+        install_seeded_draw(self.manager)
         resolved = self.manager.continuous_batching_config
         self.page_size = resolved.page_size
         self.held = 0  # requests admitted and not finished (running + waiting)

@@ -16,7 +16,7 @@ import numpy as np
 from kserve import InferRequest
 
 from predictor.config import Settings
-from snapserve import deadlines, kserve_compat, metrics, tensors, tokenizer
+from snapserve import deadlines, kserve_compat, metrics, tenants, tensors, tokenizer
 from snapserve.batching import Batcher
 from snapserve.errors import ServingError, batcher_refusals, json_object
 from snapserve.metadata import CLASSIFICATION, RERANK
@@ -153,7 +153,9 @@ class SnapshotModel(kserve.Model):
         with batcher_refusals():
             self.batcher.admit(len(sequences), deadline - time.monotonic())
             try:  # past the deadline its queued sequences leave the batcher (the submit is cancelled)
-                rows = await asyncio.wait_for(self.batcher.submit(sequences), max(0.0, deadline - time.monotonic()))
+                tenant = tenants.from_headers(headers)  # the transformer's caller: its place in the fair queue
+                submitted = self.batcher.submit(sequences, tenant=tenant.id, weight=tenant.weight)
+                rows = await asyncio.wait_for(submitted, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 raise ServingError("timeout", f"not computed within the request's deadline of {timeout * 1000:.0f} ms "
                                    "(x-request-timeout-ms, capped by --request_timeout_ms)") from None

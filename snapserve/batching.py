@@ -9,11 +9,21 @@ instances are busy the queue fills on its own and a full batch is prepared befor
 frees up. ``prepare`` (padding, tensor building) and ``execute`` (the forward pass) run on
 worker threads, never on the event loop; results are split back to each request in order. A
 batch that fails is retried request by request, so only the failing request sees the error.
+
+Tenants (``submit(..., tenant=, weight=)``; the API key a request came with): queued sequences are
+ordered by weighted fair queuing (start-time fair queuing: each tenant's sequences get virtual
+finish tags 1/weight apart, from the later of its last tag and the tag now being served), so a tenant
+that floods the queue is served in turn with the others instead of ahead of them. ``admit`` caps
+each tenant's queued sequences. With one tenant (the default ``""``) the order is arrival order.
+With ``group_by_tenant`` (the transformer's coalescer) a batch holds one tenant's requests, and a
+tenant with no execution in flight may start one beyond ``instances``: its call to the predictor
+does not wait behind another tenant's, and the predictor's own fair queue then serves it in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import concurrent.futures
 import dataclasses
@@ -82,10 +92,13 @@ class Work(list):
 
 
 class _Request:
-    __slots__ = ("arrived", "cancelled", "context", "future", "remaining", "rows", "sequences", "tasks")
+    __slots__ = ("arrived", "cancelled", "context", "future", "remaining", "rows", "sequences", "start", "step",
+                 "tasks", "tenant")
 
-    def __init__(self, sequences: Sequence[np.ndarray], future: asyncio.Future, context: Any = None):
+    def __init__(self, sequences: Sequence[np.ndarray], future: asyncio.Future, context: Any = None,
+                 tenant: str = "", start: float = 0.0, step: float = 1.0):
         self.sequences = sequences
+        self.tenant, self.start, self.step = tenant, start, step  # fair-queuing tags: start + (i + 1) * step
         self.context = context
         self.future = future
         self.rows: list[Any] = [None] * len(sequences)
@@ -93,6 +106,13 @@ class _Request:
         self.arrived = time.monotonic()
         self.cancelled = False
         self.tasks: set[asyncio.Task] = set()  # running async executions that carry its sequences
+
+    def tag(self, index: int) -> float:
+        return self.start + (index + 1) * self.step
+
+
+def _tag(item: tuple[_Request, int]) -> float:
+    return item[0].tag(item[1])
 
 
 @dataclasses.dataclass
@@ -167,6 +187,7 @@ class Batcher:
         observer: Observer | None = None,
         isolate: Callable[[Exception], bool] = lambda exc: True,
         on_drop: Callable[[int], None] | None = None,
+        group_by_tenant: bool = False,
     ):
         self.limits = limits
         self._prepare = prepare
@@ -176,7 +197,12 @@ class Batcher:
         self._on_drop = on_drop or (lambda count: None)  # sequences dropped because their caller left
         self._rate: float | None = None  # sequences per second one instance executes (moving average)
         self._observer = observer or NullObserver()
-        self._pending: collections.deque[tuple[_Request, int]] = collections.deque()
+        self._pending: collections.deque[tuple[_Request, int]] = collections.deque()  # by fair tag
+        self._group_by_tenant = group_by_tenant
+        self._served_tag = 0.0  # the virtual time: the tag of the last sequence taken into a batch
+        self._last_tag: dict[str, float] = {}  # each tenant's last queued tag
+        self._queued: collections.Counter[str] = collections.Counter()  # sequences queued per tenant
+        self._flying: collections.Counter[str] = collections.Counter()  # executions in flight per tenant
         self._wakeup: asyncio.Event | None = None
         self._free: asyncio.Queue[int] | None = None
         self._busy = 0
@@ -218,18 +244,22 @@ class Batcher:
         return [pool.submit(fn, i).result() for i, pool in enumerate(self._exec_pools)]
 
     # -- submission ------------------------------------------------------------------------
-    async def submit(self, sequences: Sequence[np.ndarray], context: Any = None) -> list[Any]:
+    async def submit(self, sequences: Sequence[np.ndarray], context: Any = None, tenant: str = "",
+                     weight: float = 1.0, max_queued: int = 0) -> list[Any]:
         """Queue one request's sequences; returns their rows in order. ``context`` (e.g. the client's
-        request id) reaches an executor without ``prepare`` in ``Work.contexts``."""
+        request id) reaches an executor without ``prepare`` in ``Work.contexts``; ``tenant`` and
+        ``weight`` place it in the fair queue, ``max_queued`` caps the tenant's queued sequences."""
         if self._draining:
             raise Draining("shutting down")
         if not sequences:
             return []
         self.start()
-        self.admit(len(sequences))
+        self.admit(len(sequences), tenant=tenant, max_queued=max_queued)
         loop = asyncio.get_running_loop()
-        req = _Request(sequences, loop.create_future(), context)
-        self._pending.extend((req, i) for i in range(len(sequences)))
+        start = max(self._served_tag, self._last_tag.get(tenant, 0.0))
+        req = _Request(sequences, loop.create_future(), context, tenant, start, 1.0 / weight)
+        self._last_tag[tenant] = req.tag(len(sequences) - 1)
+        self._enqueue(req)
         self._observer.queue_depth(len(self._pending))
         self._wakeup.set()
         try:
@@ -243,14 +273,37 @@ class Batcher:
                     task.cancel()
             raise
 
-    def admit(self, count: int, within_s: float | None = None) -> None:
+    def _enqueue(self, req: _Request) -> None:
+        items = [(req, i) for i in range(len(req.sequences))]
+        self._queued[req.tenant] += len(items)
+        if not self._pending or _tag(self._pending[-1]) <= req.start:
+            self._pending.extend(items)  # one tenant, or the latest tags: arrival order
+            return
+        at = 0
+        for item in items:  # ahead of other tenants' equal tags: a newcomer is not behind a flood
+            at = bisect.bisect_left(self._pending, _tag(item), lo=at, key=_tag)
+            self._pending.insert(at, item)
+            at += 1
+
+    def _forget(self, items) -> None:
+        for req, _ in items:
+            self._queued[req.tenant] -= 1
+            if self._queued[req.tenant] <= 0:
+                del self._queued[req.tenant]
+
+    def admit(self, count: int, within_s: float | None = None, tenant: str = "", max_queued: int = 0) -> None:
         """Raise QueueFull when ``count`` more sequences would not fit: the check ``submit`` makes,
         callable first so a caller can refuse before costly decoding. An empty queue takes anything.
         With ``within_s`` (what is left of the caller's deadline), also when the queue's estimated
-        wait is longer than that: a fast 429 now rather than a 504 later."""
+        wait is longer than that: a fast 429 now rather than a 504 later. With ``max_queued``, also
+        when ``tenant`` would have more than that many sequences queued."""
         waiting = len(self._pending)
         if waiting and waiting + count > self.limits.max_queue_sequences:
             raise QueueFull(waiting, self.limits.max_queue_sequences, self._retry_after())
+        mine = self._queued.get(tenant, 0)
+        if max_queued and mine and mine + count > max_queued:
+            raise QueueFull(mine, max_queued, self._retry_after(),
+                            f"this API key has {mine} sequences queued (its limit is {max_queued}); retry later")
         wait = self.estimated_wait()
         if within_s is not None and within_s > 0 and wait is not None and wait > within_s:  # (expired: a 504)
             raise QueueFull(waiting, self.limits.max_queue_sequences, max(1.0, wait),
@@ -271,6 +324,7 @@ class Batcher:
     def _drop_cancelled(self) -> None:
         if any(req.cancelled for req, _ in self._pending):
             before = len(self._pending)
+            self._forget(p for p in self._pending if p[0].cancelled)
             self._pending = collections.deque(p for p in self._pending if not p[0].cancelled)
             self._on_drop(before - len(self._pending))
             self._observer.queue_depth(len(self._pending))
@@ -284,8 +338,11 @@ class Batcher:
                 self._drop_cancelled()
                 if not self._pending:
                     break
-                if self._free.empty() and len(self._pending) < self.limits.max_batch_size:
-                    break  # all instances busy: let the queue grow until one frees or a batch is full
+                if self._free.empty() and not self._beside() and (
+                        self._async_execute or len(self._pending) < self.limits.max_batch_size):
+                    # all instances busy: let the queue grow until one frees or a batch is full (a
+                    # network call has nothing to prepare ahead: its batch is formed when it can start)
+                    break
                 await self._wait_for_fill()
                 self._drop_cancelled()
                 if not self._pending:
@@ -293,9 +350,16 @@ class Batcher:
                 batch = self._take()
                 # prepared while the running batches execute; an instance is claimed only after
                 prepared = await self._prepare_safely(loop, batch)
-                instance = await self._free.get()
+                tenant = batch.items[0][0].tenant
+                if self._free.empty() and self._beside(tenant):
+                    instance = None  # a tenant with nothing in flight does not wait behind others
+                else:
+                    instance = await self._claim(batch)
+                    if instance is None:
+                        continue  # another tenant's earlier work arrived: the batch is formed again
                 self._busy += 1
-                task = loop.create_task(self._run(batch, prepared, instance))
+                self._flying[tenant] += 1
+                task = loop.create_task(self._run(batch, prepared, instance, tenant))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 if self._async_execute:
@@ -303,6 +367,36 @@ class Batcher:
                     for req in task.snapserve_requests:
                         req.tasks.add(task)
                     task.add_done_callback(lambda t: [r.tasks.discard(t) for r in t.snapserve_requests])
+
+    async def _claim(self, batch: Batch) -> int | None:
+        """An instance for the staged ``batch``, or None (its sequences back in the queue) when another
+        tenant's work with an earlier tag arrives first: the staged batch must not hold it back."""
+        anchor = batch.items[0]
+        while self._free.empty():
+            head = self._pending[0] if self._pending else None
+            if head is not None and head[0].tenant != anchor[0].tenant and _tag(head) < _tag(anchor):
+                for item in batch.items:
+                    at = bisect.bisect_left(self._pending, _tag(item), key=_tag)
+                    self._pending.insert(at, item)
+                    self._queued[item[0].tenant] += 1
+                return None
+            self._wakeup.clear()
+            getter = asyncio.ensure_future(self._free.get())
+            waker = asyncio.ensure_future(self._wakeup.wait())
+            await asyncio.wait({getter, waker}, return_when=asyncio.FIRST_COMPLETED)
+            waker.cancel()
+            if getter.done():
+                return getter.result()
+            getter.cancel()  # (Queue.get is cancellation-safe: a freed instance stays queued)
+            self._wakeup.set()  # for the scheduler's loop, after this
+        return self._free.get_nowait()
+
+    def _beside(self, tenant: str | None = None) -> bool:
+        """Whether ``tenant`` (the next batch's) may start an async execution beyond ``instances``."""
+        if not (self._group_by_tenant and self._async_execute and self._pending):
+            return False
+        tenant = self._pending[0][0].tenant if tenant is None else tenant
+        return self._flying[tenant] == 0
 
     async def _prepare_safely(self, loop, batch: Batch) -> Any:
         if self._prepare is None:
@@ -330,21 +424,29 @@ class Batcher:
 
     def _take(self) -> Batch:
         window = 4 * self.limits.max_batch_size
-        head = [self._pending[i] for i in range(min(window, len(self._pending)))]
+        count = min(window, len(self._pending))
+        head = [self._pending[i] for i in range(count)]
+        if self._group_by_tenant:  # the oldest tag's tenant only; the others keep their places
+            tenant = head[0][0].tenant
+            head = [p for p in head if p[0].tenant == tenant]
         chosen = pick(head, self.limits, window)
-        chosen_set = set(chosen)
         items = [head[i] for i in chosen]
-        rest = [head[i] for i in range(len(head)) if i not in chosen_set]
-        for _ in range(len(head)):
+        taken = {id(item) for item in items}
+        rest = [self._pending[i] for i in range(count) if id(self._pending[i]) not in taken]
+        for _ in range(count):
             self._pending.popleft()
         self._pending.extendleft(reversed(rest))
+        self._forget(items)
+        self._served_tag = max(self._served_tag, _tag(items[0]))
+        if len(self._last_tag) > 1024:  # tenants with nothing ahead of the virtual time start from it anyway
+            self._last_tag = {t: tag for t, tag in self._last_tag.items() if tag > self._served_tag}
         now = time.monotonic()
         for req in dict.fromkeys(req for req, _ in items):
             self._observer.queue_wait(now - req.arrived)
         self._observer.queue_depth(len(self._pending))
         return Batch(items)
 
-    async def _run(self, batch: Batch, prepared: Any, instance: int) -> None:
+    async def _run(self, batch: Batch, prepared: Any, instance: int | None, tenant: str = "") -> None:
         loop = asyncio.get_running_loop()
         try:
             try:
@@ -359,7 +461,11 @@ class Batcher:
                 await self._isolate(loop, batch, exc, instance)
         finally:
             self._busy -= 1
-            self._free.put_nowait(instance)
+            self._flying[tenant] -= 1
+            if self._flying[tenant] <= 0:
+                del self._flying[tenant]
+            if instance is not None:
+                self._free.put_nowait(instance)
             self._wakeup.set()
 
     async def _forward(self, loop, batch: Batch, prepared: Any, instance: int) -> Sequence[Any]:

@@ -18,6 +18,7 @@ STATUS = {
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "payload_too_large": 413,
     "unprocessable": 422,
     "overloaded": 429,

@@ -22,6 +22,13 @@ def strtobool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
 
 
+def non_negative(value: str | float) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return number
+
+
 def add(group, name: str, default, kind=str, help: str = "", **kwargs) -> None:
     """Add ``--name`` whose default comes from env ``NAME`` when set."""
     env = name.upper()
@@ -61,6 +68,9 @@ def server_parser(component: str, description: str):
     add(group, "request_timeout_ms", REQUEST_TIMEOUT_MS[component], float, help="longest a request may take "
         "here (504 past it; a shorter deadline than the queue's estimated wait gets 429 at once); a client's "
         "x-request-timeout-ms / request-timeout may ask for less. Keep it under the route's timeout")
+    add(group, "client_timeout_s", 15.0, non_negative, help="a request's headers and body must arrive within this "
+        "many seconds of its first byte (or of the connection opening), else 408 and the connection closes "
+        "(slow or stalled clients); 0: no limit. Idle keep-alive connections close after --timeout-keep-alive")
     add(group, "drop_abandoned", True, bool, help="drop the queued work of a client that hung up (false: "
         "compute it anyway, as servers usually do; for comparisons)")
     return parser, group

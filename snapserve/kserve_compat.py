@@ -171,3 +171,91 @@ def has_raw_data(tensor) -> bool:
     """Whether a kserve ``InferInput`` holds its values as raw bytes (gRPC ``raw_input_contents``,
     which Triton's clients send) rather than in ``data``: kserve exposes no public accessor."""
     return getattr(tensor, "_raw_data", None) is not None
+
+
+# -- 8. a read timeout for slow clients (slowloris) -------------------------------------------
+REQUEST_TIMEOUT_408 = None  # the raw answer, built on first use (snapserve.errors' table and body)
+
+
+def limit_client_reads(timeout_s: float, on_close: Callable[[], None] = lambda: None) -> None:
+    """Close a connection whose request (headers and body) has not fully arrived ``timeout_s`` after
+    it could start (the connection opened, or its first byte after an answer), answering 408 when no
+    answer has begun. uvicorn arms only a keep-alive timer, after an answer: a client that connects
+    and sends nothing, or trickles its headers or body, holds its connection (and, once its headers
+    are in, its request's slot) for ever. Both uvicorn HTTP protocols are patched (kserve lets
+    uvicorn pick: httptools when installed, else h11); ``on_close`` counts each closed connection.
+    ``timeout_s`` 0: no limit."""
+    from uvicorn.protocols.http import h11_impl, httptools_impl
+
+    def expire(proto) -> None:
+        proto.snapserve_read_timer = None
+        transport = proto.transport
+        if transport is None or transport.is_closing():
+            return
+        cycle = proto.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            transport.write(_answer_408(timeout_s))
+        transport.close()
+        on_close()
+
+    def arm(proto) -> None:
+        if timeout_s > 0 and getattr(proto, "snapserve_read_timer", None) is None:
+            proto.snapserve_read_timer = proto.loop.call_later(timeout_s, expire, proto)
+
+    def disarm(proto) -> None:
+        timer = getattr(proto, "snapserve_read_timer", None)
+        if timer is not None:
+            timer.cancel()
+            proto.snapserve_read_timer = None
+
+    for cls in (httptools_impl.HttpToolsProtocol, h11_impl.H11Protocol):
+        originals = getattr(cls, "snapserve_originals", None) or {
+            name: getattr(cls, name) for name in ("connection_made", "connection_lost", "data_received")}
+        cls.snapserve_originals = originals
+
+        def connection_made(self, transport, _orig=originals["connection_made"]):
+            _orig(self, transport)
+            arm(self)
+
+        def connection_lost(self, exc, _orig=originals["connection_lost"]):
+            disarm(self)
+            _orig(self, exc)
+
+        cls.connection_made, cls.connection_lost = connection_made, connection_lost
+        if cls is httptools_impl.HttpToolsProtocol:
+            # httptools calls on_message_begin at a request's first byte, on_message_complete at its last
+            begin = getattr(cls.on_message_begin, "snapserve_original", cls.on_message_begin)
+            complete = getattr(cls.on_message_complete, "snapserve_original", cls.on_message_complete)
+
+            def on_message_begin(self, _orig=begin):
+                arm(self)
+                _orig(self)
+
+            def on_message_complete(self, _orig=complete):
+                disarm(self)
+                _orig(self)
+
+            on_message_begin.snapserve_original, on_message_complete.snapserve_original = begin, complete
+            cls.on_message_begin, cls.on_message_complete = on_message_begin, on_message_complete
+        else:
+            import h11
+
+            def data_received(self, data, _orig=originals["data_received"]):
+                _orig(self, data)
+                if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+                    arm(self)  # a request (or the next one) is arriving
+                else:
+                    disarm(self)  # complete (DONE), or the connection is ending
+
+            cls.data_received = data_received
+
+
+def _answer_408(timeout_s: float) -> bytes:
+    global REQUEST_TIMEOUT_408
+    if REQUEST_TIMEOUT_408 is None:
+        from snapserve.errors import encoded
+
+        body = encoded("request_timeout", f"the request did not arrive within {timeout_s:g} s (--client_timeout_s)")
+        REQUEST_TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                               b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return REQUEST_TIMEOUT_408

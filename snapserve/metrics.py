@@ -85,3 +85,7 @@ GEN_PREEMPTIONS = Counter("snapserve_num_preemptions", "Requests taken out of th
 # Work nobody waits for any more (the client hung up, or its deadline passed), dropped before it ran.
 SEQUENCES_DROPPED = Counter("snapserve_sequences_dropped", "Queued sequences dropped because their caller left",
                             ["component"])
+
+# Connections closed because their request did not arrive within --client_timeout_s (slow clients).
+SLOW_CLIENTS_CLOSED = Counter("snapserve_slow_clients_closed", "Connections closed because a request's headers or "
+                              "body did not arrive within --client_timeout_s", ["component"])

@@ -14,10 +14,10 @@ import time
 import httpx
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferRequest, InferResponse, RESTConfig
 
-from snapserve import metrics
+from snapserve import metrics, tenants
 from snapserve.errors import STATUS, ServingError, error_type_for
 
-FORWARDED = ("x-request-id", "traceparent", "tracestate")
+FORWARDED = ("x-request-id", "traceparent", "tracestate", *tenants.HEADERS)
 BACKOFF_S, MAX_BACKOFF_S = 0.05, 1.0  # retries while no predictor is reachable
 PROBE_AFTER_S, PROBE_TIMEOUT_S = 2.0, 1.0
 log = logging.getLogger("snapserve.transformer")

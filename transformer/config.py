@@ -26,6 +26,7 @@ class Settings:
     coalesce_delay_ms: float
     predictor_max_in_flight: int
     max_queue_sequences: int
+    max_queue_sequences_per_key: int
     http_port: int
     grpc_port: int
     workers: int
@@ -34,6 +35,7 @@ class Settings:
     log_probes: bool
     trace_logging: bool
     drop_abandoned: bool
+    client_timeout_s: float
     log_predictor_calls: bool
     request_timeout_ms: float
     predictor_connect_timeout_ms: float
@@ -56,6 +58,8 @@ class Settings:
         for name in ("request_timeout_ms", "predictor_connect_timeout_ms"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be > 0 (got {getattr(self, name)})")
+        if self.max_queue_sequences_per_key < 0:
+            raise ValueError("--max_queue_sequences_per_key must be >= 0 (0: half of --max_queue_sequences)")
         if not self.predictor_unready_after_s >= 0:
             raise ValueError("--predictor_unready_after_s must be >= 0")
         if not self.coalesce_delay_ms >= 0:  # the coalescer would report it as its own max_delay_ms
@@ -72,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "predictor_max_in_flight", 4, int, help="predictor calls at once from this process")
     flags.add(g, "max_queue_sequences", 2048, int,
               help="sequences waiting for a predictor call before 429 (size it to 1-2 s of capacity)")
+    flags.add(g, "max_queue_sequences_per_key", 0, int, help="with API keys: sequences one key may have waiting "
+              "before its requests get 429 (a key's max_queued= in the keys file wins; 0: half of --max_queue_sequences)")
     flags.add(g, "predictor_connect_timeout_ms", 3_000.0, float, help="connecting to the predictor")
     flags.add(g, "predictor_unready_after_s", 10.0, float, help="turn not-ready once no predictor has "
               "answered for this long (0: readiness ignores the predictor)")
@@ -104,10 +110,11 @@ def load(argv: list[str] | None = None) -> Settings:
         predictor_health_check=args.enable_predictor_health_check, max_length=args.max_length, max_texts=args.max_texts,
         max_text_chars=args.max_text_chars, coalesce_max_sequences=args.coalesce_max_sequences,
         coalesce_delay_ms=args.coalesce_delay_ms, predictor_max_in_flight=args.predictor_max_in_flight,
-        max_queue_sequences=args.max_queue_sequences, http_port=args.http_port, grpc_port=args.grpc_port,
+        max_queue_sequences=args.max_queue_sequences,
+        max_queue_sequences_per_key=args.max_queue_sequences_per_key, http_port=args.http_port, grpc_port=args.grpc_port,
         workers=args.workers, grace_period=args.grace_period,
         log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging,
-        drop_abandoned=args.drop_abandoned,
+        drop_abandoned=args.drop_abandoned, client_timeout_s=args.client_timeout_s,
         log_predictor_calls=args.log_predictor_calls, request_timeout_ms=args.request_timeout_ms,
         predictor_connect_timeout_ms=args.predictor_connect_timeout_ms,
         predictor_unready_after_s=args.predictor_unready_after_s, guard=guard.settings_from(args),

@@ -2,7 +2,9 @@
 
 A pure ASGI middleware, so it works behind any ingress (or none). Keys come from a file, one per
 line (``--api_keys_file``; a mounted Kubernetes Secret works the same and is re-read when it
-changes); callers send ``Authorization: Bearer <key>``. Keys are compared in constant time and
+changes); callers send ``Authorization: Bearer <key>``. A key's line may go on with its share of the
+queue, ``weight=2`` (default 1), and a cap on its queued sequences, ``max_queued=500`` (default
+``--max_queue_sequences_per_key``): each key is a tenant of the fair queues (``snapserve.tenants``). Keys are compared in constant time and
 never logged: logs name a key by the first 8 hex digits of its SHA-256. The token-bucket rate limit
 is per key, or per client address when keys are off (the TCP peer: behind an ingress that is the
 ingress, unless uvicorn is told to trust its X-Forwarded-For — use keys for per-caller limits there).
@@ -25,7 +27,7 @@ import re
 import time
 from pathlib import Path
 
-from snapserve import flags, gate
+from snapserve import flags, gate, tenants
 from snapserve.bodylimit import header, reject
 
 log = logging.getLogger("snapserve.guard")
@@ -94,6 +96,7 @@ class KeyRing:
         self._stamp = None
         self._checked = 0.0
         self._digests: list[tuple[str, bytes]] = []
+        self.options: dict[str, dict] = {}  # key id -> its line's weight= / max_queued=
         self._load(initial=True)
 
     def _load(self, initial: bool = False) -> None:
@@ -108,7 +111,15 @@ class KeyRing:
                 raise ValueError(f"--api_keys_file {self.path}: cannot read it ({exc.__class__.__name__})") from None
             log.warning("api keys file %s unreadable; keeping the %d keys loaded", self.path, len(self._digests))
             return
-        keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        entries = [line.split() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        try:
+            options = {key_id(words[0]): tenants.options(words[1:]) for words in entries}
+        except ValueError as exc:
+            if initial:
+                raise ValueError(f"--api_keys_file {self.path}: {exc}") from None
+            log.warning("api keys file %s: %s; keeping the %d keys loaded", self.path, exc, len(self._digests))
+            return
+        keys = [words[0] for words in entries]
         if not keys:
             if initial:
                 raise ValueError(f"--api_keys_file {self.path} holds no keys (one per line); "
@@ -116,6 +127,7 @@ class KeyRing:
             log.warning("api keys file %s is empty now; keeping the %d keys loaded", self.path, len(self._digests))
             return
         self._digests = [(key_id(k), hashlib.sha256(k.encode()).digest()) for k in keys]
+        self.options = options
         self._stamp = stamp
         log.info("api keys: %d loaded from %s (ids %s)", len(keys), self.path,
                  ", ".join(kid for kid, _ in self._digests))
@@ -171,7 +183,12 @@ class Guard:
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or is_open(scope["method"], scope["path"]):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if any(k.startswith(b"x-snapserve-tenant") for k, _ in scope.get("headers", ())):
+            # only the guard names tenants (from the API key); a client's own claim is dropped
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if not k.startswith(b"x-snapserve-tenant")]
+        if is_open(scope["method"], scope["path"]):
             return await self.app(scope, receive, send)
         caller = (scope.get("client") or ("unknown",))[0]
         if self.keys is not None:
@@ -181,6 +198,8 @@ class Guard:
                                     "'Authorization: Bearer <key>'", [(b"www-authenticate", b"Bearer")])
             caller = f"key:{kid}"
             scope.setdefault("state", {})["api_key_id"] = kid
+            tenant = tenants.Tenant(kid, **self.keys.options.get(kid, {}))
+            scope["headers"] = [*scope.get("headers", ()), *((k.encode(), v.encode()) for k, v in tenant.headers().items())]
         if self.buckets is not None:
             wait = self.buckets.take(caller)
             if wait is not None:
@@ -214,9 +233,8 @@ def install(app, args, log_access: bool = False, log_probes: bool = False, ready
     settings = args if isinstance(args, GuardSettings) else settings_from(args)
     keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
     buckets = TokenBuckets(settings.rate_limit_rps, settings.burst) if settings.rate_limit_rps > 0 else None
-    inner = ()
-    if keys is not None or buckets is not None or settings.max_concurrent_requests:
-        inner = ((Guard, {"keys": keys, "buckets": buckets, "max_concurrent": settings.max_concurrent_requests}),)
+    # always in place: without keys or limits it only drops a client's x-snapserve-tenant headers
+    inner = ((Guard, {"keys": keys, "buckets": buckets, "max_concurrent": settings.max_concurrent_requests}),)
     gate.install(app, "transformer", settings.max_body_bytes, inner, log_access, log_probes, ready_check,
                  drop_abandoned)
     log.info("guard: api keys %s; rate limit %s; max body %d bytes; max concurrent requests %s",

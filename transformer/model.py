@@ -13,7 +13,7 @@ import kserve
 import numpy as np
 from kserve import InferInput, InferRequest, InferResponse
 
-from snapserve import kserve_compat, metadata, metrics, tensors, tokenizer
+from snapserve import kserve_compat, metadata, metrics, tenants, tensors, tokenizer
 from snapserve.batching import Batcher, BatchLimits, Work
 from snapserve.deadlines import requested_timeout
 from snapserve.errors import ServingError, batcher_refusals, json_object
@@ -38,6 +38,7 @@ class Job:
     timeout_s: float | None = None  # what the client asked for (x-request-timeout-ms / request-timeout)
     deadline: float = 0.0  # time.monotonic() by which it is answered or dropped (set in predict)
     options: dict = dataclasses.field(default_factory=dict)  # per-form choices (rerank: raw_scores)
+    tenant: tenants.Tenant = dataclasses.field(default_factory=tenants.Tenant)  # whose (the API key): its place in the fair queues
 
     @property
     def tokens(self) -> int:
@@ -60,7 +61,7 @@ class EmbeddingTransformer(kserve.Model):
                              max_delay_ms=settings.coalesce_delay_ms, instances=settings.predictor_max_in_flight,
                              max_queue_sequences=settings.max_queue_sequences)
         self.coalescer = Batcher(None, self._call_predictor, limits, isolate=is_request_error,
-                                 on_drop=metrics.SEQUENCES_DROPPED.labels("transformer").inc)
+                                 on_drop=metrics.SEQUENCES_DROPPED.labels("transformer").inc, group_by_tenant=True)
         self.platform = f"snapserve:transformer:{self.info.task}"  # v2 metadata (kserve_compat patch 6)
         kserve_compat.report_model_platform()
         self.ready = True
@@ -149,10 +150,18 @@ class EmbeddingTransformer(kserve.Model):
         return InferRequest(model_name=self.name, infer_inputs=inputs, request_id=request_id,
                             parameters={"binary_data_output": True} if binary else None)
 
-    def refuse_if_full(self, count: int) -> None:
+    def refuse_if_full(self, count: int, tenant: tenants.Tenant | None = None) -> None:
         """Refuse before tokenising when the queue cannot take the request anyway (cheap 429s)."""
+        tenant = tenant or tenants.Tenant()
         with batcher_refusals():
-            self.coalescer.admit(count)
+            self.coalescer.admit(count, tenant=tenant.id, max_queued=self.max_queued(tenant))
+
+    def max_queued(self, tenant: tenants.Tenant) -> int:
+        """A key's cap on queued sequences: its own (keys file), else --max_queue_sequences_per_key,
+        else half the queue, so no one key fills it; none without keys."""
+        if not tenant.id:
+            return 0
+        return tenant.max_queued or self.settings.max_queue_sequences_per_key or max(1, self.settings.max_queue_sequences // 2)
 
     def validate(self, payload):
         return payload  # preprocess validated the client's input; kserve's check expects a dict
@@ -161,7 +170,8 @@ class EmbeddingTransformer(kserve.Model):
         if isinstance(payload, InferRequest) and any(i.name == "query" for i in payload.inputs):
             return await rerank.v2_job(self, payload, headers)
         texts, form, binary, options = self.texts_of(payload)
-        self.refuse_if_full(len(texts))
+        tenant = tenants.from_headers(headers)
+        self.refuse_if_full(len(texts), tenant)
         job = Job(form, await self.tokenize(texts), binary, **traced(headers), options=options)
         if isinstance(payload, InferRequest) and payload.id:
             job.request_id = payload.id  # a v2 answer's id is its request's (Open Inference Protocol)
@@ -170,11 +180,14 @@ class EmbeddingTransformer(kserve.Model):
     async def predict(self, payload: Job, headers=None, response_headers=None) -> Job:
         cap = self.settings.request_timeout_ms / 1000
         payload.deadline = payload.deadline or time.monotonic() + min(cap, payload.timeout_s or cap)
+        tenant = payload.tenant
         with batcher_refusals():
-            self.coalescer.admit(len(payload.sequences), payload.deadline - time.monotonic())
+            self.coalescer.admit(len(payload.sequences), payload.deadline - time.monotonic(), tenant.id,
+                                 self.max_queued(tenant))
             try:
-                payload.rows = await asyncio.wait_for(self.coalescer.submit(payload.sequences, context=payload),
-                                                      max(0.0, payload.deadline - time.monotonic()))
+                submitted = self.coalescer.submit(payload.sequences, context=payload, tenant=tenant.id,
+                                                  weight=tenant.weight, max_queued=self.max_queued(tenant))
+                payload.rows = await asyncio.wait_for(submitted, max(0.0, payload.deadline - time.monotonic()))
             except TimeoutError:  # the coalescer drops its queued sequences (the submit was cancelled)
                 raise ServingError("timeout", f"no answer within the request's deadline of "
                                    f"{min(cap, payload.timeout_s or cap) * 1000:.0f} ms") from None
@@ -195,6 +208,8 @@ class EmbeddingTransformer(kserve.Model):
             if clients and "traceparent" in clients[0]:
                 headers["traceparent"] = clients[0]["traceparent"]
         call_id = headers.get("x-request-id") or uuid.uuid4().hex
+        if jobs:  # one tenant per call (the coalescer groups by tenant): the predictor queues it fairly
+            headers.update(jobs[0].tenant.headers())
         if self.settings.log_predictor_calls:
             log.info("predictor call %s: %d sequences for client requests %s", call_id, len(work),
                      ",".join(c.get("x-request-id", "-") for c in clients) or "-")
@@ -235,7 +250,8 @@ class EmbeddingTransformer(kserve.Model):
         options = options or {}
         texts = encoding_options.prompted(options, self.validate_texts(texts))
         self.check_length(texts, truncate)
-        self.refuse_if_full(len(texts))
+        tenant = tenants.from_headers(headers)
+        self.refuse_if_full(len(texts), tenant)
         job = await self.predict(Job(V1, await self.tokenize(texts), **traced(headers)), headers)
         metrics.SEQUENCES.labels("transformer").inc(len(job.sequences))
         matrix = np.stack([vector for vector, _ in job.rows])
@@ -258,7 +274,8 @@ def traced(headers) -> dict:
     """The client's request id and trace context, for a Job."""
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     forward = {k: headers[k] for k in ("x-request-id", "traceparent", "tracestate") if k in headers}
-    return {"request_id": forward.get("x-request-id", ""), "headers": forward, "timeout_s": requested_timeout(headers)}
+    return {"request_id": forward.get("x-request-id", ""), "headers": forward, "timeout_s": requested_timeout(headers),
+            "tenant": tenants.from_headers(headers)}
 
 
 

@@ -167,3 +167,48 @@ def test_7_grpc_raw_input_contents_are_seen_as_raw_data():
     typed = ModelInferRequest(model_name="m", inputs=[ModelInferRequest.InferInputTensor(
         name="text", datatype="BYTES", shape=[1], contents={"bytes_contents": [b"hi"]})])
     assert not kserve_compat.has_raw_data(InferRequest.from_grpc(typed).inputs[0])
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_8_a_stalled_request_gets_408_and_a_complete_one_is_answered(http):
+    """uvicorn's own server with each HTTP protocol: a silent connection and a half-sent body are
+    closed with 408 after the read timeout; a complete request is still answered normally."""
+    import uvicorn
+
+    closed = []
+    kserve_compat.limit_client_reads(0.5, lambda: closed.append(1))
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main():
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, http=http, log_config=None, lifespan="off"))
+        serving = asyncio.ensure_future(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+
+        async def exchange(data: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(data)
+            got = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return got
+
+        silent = await exchange(b"")
+        half = await exchange(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
+        whole = await exchange(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc")
+        server.should_exit = True
+        await serving
+        return silent, half, whole
+
+    silent, half, whole = asyncio.run(main())
+    assert silent.startswith(b"HTTP/1.1 408 ") and b'"error_type":"request_timeout"' in silent
+    assert half.startswith(b"HTTP/1.1 408 ")
+    assert whole.startswith(b"HTTP/1.1 200 ") and whole.endswith(b"ok")
+    assert len(closed) == 2
