@@ -58,8 +58,8 @@ def add_arguments(group) -> None:
     flags.add(group, "max_queue_requests", 256, int,
               help="generate: requests held at once, running or waiting; more get 429 + Retry-After")
     flags.add(group, "max_new_tokens", 1024, int, help="generate: the most tokens one request may ask for")
-    flags.add(group, "generate_seed", -1, int, help="generate: seed of the engine's one sampling stream "
-              "(-1: random); a request's own seed is not honoured under continuous batching")
+    flags.add(group, "generate_seed", -1, int, help="generate: seed of the sampling stream that requests "
+              "without a seed of their own draw from (-1: random); a request's seed gives it a stream of its own")
 
 
 def settings_from(args) -> GenerateSettings:

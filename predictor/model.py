@@ -141,17 +141,20 @@ class SnapshotModel(kserve.Model):
 
     # -- predict ---------------------------------------------------------------------------
     async def predict(self, payload, headers=None):
-        timeout = deadlines.timeout_for(headers, self.settings.request_timeout_ms)
+        # (--drop_abandoned false, the old behaviour for comparisons: the caller's deadline is not heard)
+        timeout = deadlines.timeout_for(headers if self.settings.drop_abandoned else None,
+                                        self.settings.request_timeout_ms)
         deadline = time.monotonic() + timeout
+        admit_within = (lambda: deadline - time.monotonic()) if self.settings.drop_abandoned else (lambda: None)
         with batcher_refusals():
-            self.batcher.admit(1, timeout)  # refuse before decoding (cheap 429s under overload)
+            self.batcher.admit(1, admit_within())  # refuse before decoding (cheap 429s under overload)
         sequences = self._sequences(payload)
         limit = self.batcher.limits.max_queue_sequences
         if len(sequences) > limit:  # would hold the model for longer than a full queue does
             raise ServingError("payload_too_large", f"{len(sequences)} sequences in one request; this predictor "
                                f"queues at most {limit} (--max_queue_sequences)")
         with batcher_refusals():
-            self.batcher.admit(len(sequences), deadline - time.monotonic())
+            self.batcher.admit(len(sequences), admit_within())
             try:  # past the deadline its queued sequences leave the batcher (the submit is cancelled)
                 tenant = tenants.from_headers(headers)  # the transformer's caller: its place in the fair queue
                 submitted = self.batcher.submit(sequences, tenant=tenant.id, weight=tenant.weight)

@@ -35,6 +35,12 @@ from typing import Any, Protocol
 import numpy as np
 
 
+# A request is taken only while the queue's estimated wait is at most this share of what is left of its
+# deadline: taken at the limit, it would be answered at its deadline, when its client may be gone (and
+# the estimate is an estimate). Under overload the queue then holds about half a deadline of work.
+ADMIT_SHARE = 0.5
+
+
 class QueueFull(Exception):
     """The queue cannot take the request in time; the caller should answer 429 with ``retry_after``."""
 
@@ -80,6 +86,35 @@ class BatchLimits:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_delay_ms < 0:
             raise ValueError(f"max_delay_ms must be >= 0, got {self.max_delay_ms}")
+
+
+class Throughput:
+    """Sequences per second the executions deliver while any is running: busy time, so executions that
+    overlap (calls in flight at once, several instances) count once. Behind ``estimated_wait``; the
+    first execution gives a first value, then each window of ``window_s`` busy seconds moves it."""
+
+    def __init__(self, window_s: float = 0.5):
+        self.window_s = window_s
+        self.rate: float | None = None
+        self._running, self._since = 0, 0.0
+        self._busy, self._count = 0.0, 0
+
+    def started(self, now: float) -> None:
+        if self._running == 0:
+            self._since = now
+        self._running += 1
+
+    def finished(self, count: int, now: float) -> None:
+        """An execution ended with ``count`` sequences done (0: it failed; its time is not counted)."""
+        if count:
+            self._busy += now - self._since
+            self._count += count
+        self._since = now
+        self._running -= 1
+        if count and (self.rate is None or self._busy >= self.window_s):
+            rate = self._count / max(self._busy, 1e-6)
+            self.rate = rate if self.rate is None else 0.5 * self.rate + 0.5 * rate
+            self._busy, self._count = 0.0, 0
 
 
 class Work(list):
@@ -188,6 +223,7 @@ class Batcher:
         isolate: Callable[[Exception], bool] = lambda exc: True,
         on_drop: Callable[[int], None] | None = None,
         group_by_tenant: bool = False,
+        max_batch_s: float = 0.0,
     ):
         self.limits = limits
         self._prepare = prepare
@@ -195,14 +231,16 @@ class Batcher:
         self._async_execute = inspect.iscoroutinefunction(execute)
         self._should_isolate = isolate
         self._on_drop = on_drop or (lambda count: None)  # sequences dropped because their caller left
-        self._rate: float | None = None  # sequences per second one instance executes (moving average)
+        self._throughput = Throughput()
         self._observer = observer or NullObserver()
         self._pending: collections.deque[tuple[_Request, int]] = collections.deque()  # by fair tag
         self._group_by_tenant = group_by_tenant
+        self._max_batch_s = max_batch_s  # > 0: a batch holds at most this many seconds of measured throughput
         self._served_tag = 0.0  # the virtual time: the tag of the last sequence taken into a batch
         self._last_tag: dict[str, float] = {}  # each tenant's last queued tag
         self._queued: collections.Counter[str] = collections.Counter()  # sequences queued per tenant
         self._flying: collections.Counter[str] = collections.Counter()  # executions in flight per tenant
+        self._running = 0  # sequences in executions started and not finished
         self._wakeup: asyncio.Event | None = None
         self._free: asyncio.Queue[int] | None = None
         self._busy = 0
@@ -304,18 +342,18 @@ class Batcher:
         if max_queued and mine and mine + count > max_queued:
             raise QueueFull(mine, max_queued, self._retry_after(),
                             f"this API key has {mine} sequences queued (its limit is {max_queued}); retry later")
-        wait = self.estimated_wait()
-        if within_s is not None and within_s > 0 and wait is not None and wait > within_s:  # (expired: a 504)
+        wait = self.estimated_wait(count)
+        if within_s is not None and within_s > 0 and wait is not None and wait > ADMIT_SHARE * within_s:
             raise QueueFull(waiting, self.limits.max_queue_sequences, max(1.0, wait),
-                            f"queue's estimated wait {wait * 1000:.0f} ms exceeds the request's deadline "
-                            f"({within_s * 1000:.0f} ms left)")
+                            f"queue's estimated wait {wait * 1000:.0f} ms is more than {ADMIT_SHARE:.0%} of "
+                            f"what is left of the request's deadline ({within_s * 1000:.0f} ms)")  # (expired: 504)
 
-    def estimated_wait(self) -> float | None:
-        """Seconds until the queued sequences have run (queued ÷ measured throughput); None before
-        the first batch has been measured."""
-        if self._rate is None:
+    def estimated_wait(self, count: int = 0) -> float | None:
+        """Seconds until the sequences running and queued, and ``count`` more, have run (÷ measured
+        throughput); None before the first batch has been measured."""
+        if self._throughput.rate is None:
             return None
-        return len(self._pending) / (self._rate * self.limits.instances)
+        return (self._running + len(self._pending) + count) / self._throughput.rate
 
     def _retry_after(self) -> float:
         return max(1.0, round(len(self._pending) / max(1, self.limits.max_batch_size) * 0.05, 1))
@@ -359,6 +397,7 @@ class Batcher:
                         continue  # another tenant's earlier work arrived: the batch is formed again
                 self._busy += 1
                 self._flying[tenant] += 1
+                self._running += len(batch.items)
                 task = loop.create_task(self._run(batch, prepared, instance, tenant))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -429,7 +468,7 @@ class Batcher:
         if self._group_by_tenant:  # the oldest tag's tenant only; the others keep their places
             tenant = head[0][0].tenant
             head = [p for p in head if p[0].tenant == tenant]
-        chosen = pick(head, self.limits, window)
+        chosen = pick(head, self._batch_limits(), window)
         items = [head[i] for i in chosen]
         taken = {id(item) for item in items}
         rest = [self._pending[i] for i in range(count) if id(self._pending[i]) not in taken]
@@ -446,6 +485,16 @@ class Batcher:
         self._observer.queue_depth(len(self._pending))
         return Batch(items)
 
+    def _batch_limits(self) -> BatchLimits:
+        """The limits, with the size cut to ``max_batch_s`` of measured throughput when that is set: a
+        request waits for its whole batch (the transformer: its whole predictor call), so under a
+        deadline a batch must not be longer than a fraction of it."""
+        rate = self._throughput.rate
+        if not self._max_batch_s or rate is None:
+            return self.limits
+        size = max(1, min(self.limits.max_batch_size, int(rate * self._max_batch_s)))
+        return self.limits if size == self.limits.max_batch_size else dataclasses.replace(self.limits, max_batch_size=size)
+
     async def _run(self, batch: Batch, prepared: Any, instance: int | None, tenant: str = "") -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -461,6 +510,7 @@ class Batcher:
                 await self._isolate(loop, batch, exc, instance)
         finally:
             self._busy -= 1
+            self._running -= len(batch.items)
             self._flying[tenant] -= 1
             if self._flying[tenant] <= 0:
                 del self._flying[tenant]
@@ -470,17 +520,21 @@ class Batcher:
 
     async def _forward(self, loop, batch: Batch, prepared: Any, instance: int) -> Sequence[Any]:
         started = time.monotonic()
-        if self._async_execute:
-            rows = await self._execute(prepared, instance)
-        else:
-            rows = await loop.run_in_executor(self._exec_pools[instance], self._execute, prepared, instance)
-        sequences = batch.sequences
-        if len(rows) != len(sequences):
-            raise RuntimeError(f"execute returned {len(rows)} rows for {len(sequences)} sequences")
+        self._throughput.started(started)
+        done = 0
+        try:
+            if self._async_execute:
+                rows = await self._execute(prepared, instance)
+            else:
+                rows = await loop.run_in_executor(self._exec_pools[instance], self._execute, prepared, instance)
+            sequences = batch.sequences
+            if len(rows) != len(sequences):
+                raise RuntimeError(f"execute returned {len(rows)} rows for {len(sequences)} sequences")
+            done = len(sequences)
+        finally:
+            self._throughput.finished(done, time.monotonic())
         real = sum(len(s) for s in sequences)
         elapsed = time.monotonic() - started
-        rate = len(sequences) / max(elapsed, 1e-6)
-        self._rate = rate if self._rate is None else 0.8 * self._rate + 0.2 * rate
         self._observer.batch(len(sequences), batch.padded_tokens, real, elapsed)
         return rows
 

@@ -71,8 +71,9 @@ def server_parser(component: str, description: str):
     add(group, "client_timeout_s", 15.0, non_negative, help="a request's headers and body must arrive within this "
         "many seconds of its first byte (or of the connection opening), else 408 and the connection closes "
         "(slow or stalled clients); 0: no limit. Idle keep-alive connections close after --timeout-keep-alive")
-    add(group, "drop_abandoned", True, bool, help="drop the queued work of a client that hung up (false: "
-        "compute it anyway, as servers usually do; for comparisons)")
+    add(group, "drop_abandoned", True, bool, help="drop the queued work of a client that hung up or whose "
+        "deadline passed, and refuse at once what the queue cannot serve within the deadline (false: compute "
+        "everything accepted to the end and ignore clients' deadlines, as servers usually do; for comparisons)")
     return parser, group
 
 

@@ -24,6 +24,7 @@ class Settings:
     max_text_chars: int
     coalesce_max_sequences: int
     coalesce_delay_ms: float
+    coalesce_max_call_ms: float
     predictor_max_in_flight: int
     max_queue_sequences: int
     max_queue_sequences_per_key: int
@@ -73,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "max_text_chars", 100_000, int, help="longest text in characters (longer: 413)")
     flags.add(g, "coalesce_max_sequences", 256, int, help="most sequences coalesced into one predictor call")
     flags.add(g, "coalesce_delay_ms", 0.5, float, help="wait for more requests while no predictor call is in flight")
+    flags.add(g, "coalesce_max_call_ms", 100.0, flags.non_negative, help="a predictor call holds at most about "
+              "this many ms of work at the measured throughput (a request waits for its whole call); 0: only "
+              "--coalesce_max_sequences")
     flags.add(g, "predictor_max_in_flight", 4, int, help="predictor calls at once from this process")
     flags.add(g, "max_queue_sequences", 2048, int,
               help="sequences waiting for a predictor call before 429 (size it to 1-2 s of capacity)")
@@ -109,7 +113,8 @@ def load(argv: list[str] | None = None) -> Settings:
         predictor_use_ssl=args.predictor_use_ssl,
         predictor_health_check=args.enable_predictor_health_check, max_length=args.max_length, max_texts=args.max_texts,
         max_text_chars=args.max_text_chars, coalesce_max_sequences=args.coalesce_max_sequences,
-        coalesce_delay_ms=args.coalesce_delay_ms, predictor_max_in_flight=args.predictor_max_in_flight,
+        coalesce_delay_ms=args.coalesce_delay_ms,
+        coalesce_max_call_ms=args.coalesce_max_call_ms, predictor_max_in_flight=args.predictor_max_in_flight,
         max_queue_sequences=args.max_queue_sequences,
         max_queue_sequences_per_key=args.max_queue_sequences_per_key, http_port=args.http_port, grpc_port=args.grpc_port,
         workers=args.workers, grace_period=args.grace_period,

@@ -61,7 +61,8 @@ class EmbeddingTransformer(kserve.Model):
                              max_delay_ms=settings.coalesce_delay_ms, instances=settings.predictor_max_in_flight,
                              max_queue_sequences=settings.max_queue_sequences)
         self.coalescer = Batcher(None, self._call_predictor, limits, isolate=is_request_error,
-                                 on_drop=metrics.SEQUENCES_DROPPED.labels("transformer").inc, group_by_tenant=True)
+                                 on_drop=metrics.SEQUENCES_DROPPED.labels("transformer").inc, group_by_tenant=True,
+                                 max_batch_s=settings.coalesce_max_call_ms / 1000)
         self.platform = f"snapserve:transformer:{self.info.task}"  # v2 metadata (kserve_compat patch 6)
         kserve_compat.report_model_platform()
         self.ready = True
@@ -150,11 +151,18 @@ class EmbeddingTransformer(kserve.Model):
         return InferRequest(model_name=self.name, infer_inputs=inputs, request_id=request_id,
                             parameters={"binary_data_output": True} if binary else None)
 
-    def refuse_if_full(self, count: int, tenant: tenants.Tenant | None = None) -> None:
-        """Refuse before tokenising when the queue cannot take the request anyway (cheap 429s)."""
-        tenant = tenant or tenants.Tenant()
+    def refuse_if_full(self, count: int, headers=None) -> None:
+        """Refuse before tokenising when the queue cannot take the request anyway, or not within its
+        deadline (cheap 429s)."""
+        tenant = tenants.from_headers(headers)
+        within = self.timeout_s(requested_timeout(headers)) if self.settings.drop_abandoned else None
         with batcher_refusals():
-            self.coalescer.admit(count, tenant=tenant.id, max_queued=self.max_queued(tenant))
+            self.coalescer.admit(count, within, tenant=tenant.id, max_queued=self.max_queued(tenant))
+
+    def timeout_s(self, asked: float | None) -> float:
+        """Seconds a request may take here: what its client asked for, capped by --request_timeout_ms."""
+        cap = self.settings.request_timeout_ms / 1000
+        return min(cap, asked or cap)
 
     def max_queued(self, tenant: tenants.Tenant) -> int:
         """A key's cap on queued sequences: its own (keys file), else --max_queue_sequences_per_key,
@@ -170,27 +178,27 @@ class EmbeddingTransformer(kserve.Model):
         if isinstance(payload, InferRequest) and any(i.name == "query" for i in payload.inputs):
             return await rerank.v2_job(self, payload, headers)
         texts, form, binary, options = self.texts_of(payload)
-        tenant = tenants.from_headers(headers)
-        self.refuse_if_full(len(texts), tenant)
+        self.refuse_if_full(len(texts), headers)
         job = Job(form, await self.tokenize(texts), binary, **traced(headers), options=options)
         if isinstance(payload, InferRequest) and payload.id:
             job.request_id = payload.id  # a v2 answer's id is its request's (Open Inference Protocol)
         return job
 
     async def predict(self, payload: Job, headers=None, response_headers=None) -> Job:
-        cap = self.settings.request_timeout_ms / 1000
-        payload.deadline = payload.deadline or time.monotonic() + min(cap, payload.timeout_s or cap)
+        if not self.settings.drop_abandoned:  # the old behaviour, for comparisons: the client's deadline unheard
+            payload.timeout_s = None
+        payload.deadline = payload.deadline or time.monotonic() + self.timeout_s(payload.timeout_s)
         tenant = payload.tenant
+        within = payload.deadline - time.monotonic() if self.settings.drop_abandoned else None
         with batcher_refusals():
-            self.coalescer.admit(len(payload.sequences), payload.deadline - time.monotonic(), tenant.id,
-                                 self.max_queued(tenant))
+            self.coalescer.admit(len(payload.sequences), within, tenant.id, self.max_queued(tenant))
             try:
                 submitted = self.coalescer.submit(payload.sequences, context=payload, tenant=tenant.id,
                                                   weight=tenant.weight, max_queued=self.max_queued(tenant))
                 payload.rows = await asyncio.wait_for(submitted, max(0.0, payload.deadline - time.monotonic()))
             except TimeoutError:  # the coalescer drops its queued sequences (the submit was cancelled)
                 raise ServingError("timeout", f"no answer within the request's deadline of "
-                                   f"{min(cap, payload.timeout_s or cap) * 1000:.0f} ms") from None
+                                   f"{self.timeout_s(payload.timeout_s) * 1000:.0f} ms") from None
         return payload
 
     async def _call_predictor(self, work: Work, _instance: int = 0) -> list:
@@ -250,8 +258,7 @@ class EmbeddingTransformer(kserve.Model):
         options = options or {}
         texts = encoding_options.prompted(options, self.validate_texts(texts))
         self.check_length(texts, truncate)
-        tenant = tenants.from_headers(headers)
-        self.refuse_if_full(len(texts), tenant)
+        self.refuse_if_full(len(texts), headers)
         job = await self.predict(Job(V1, await self.tokenize(texts), **traced(headers)), headers)
         metrics.SEQUENCES.labels("transformer").inc(len(job.sequences))
         matrix = np.stack([vector for vector, _ in job.rows])

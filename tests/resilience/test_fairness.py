@@ -6,34 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 
 import httpx
 
 from tests import procs
+from tests.resilience import openloop
 
 FLOOD_BATCH, CALM_RPS, SECONDS = 32, 4.0, 8.0
 KEYS = {"flood": "flood-key-0123456789", "calm": "calm-key-0123456789"}
-
-
-async def capacity(url: str, headers: dict) -> float:
-    """Sequences per second the pair serves with four clients sending batches back to back."""
-    done, stop = 0, time.monotonic() + 4
-    body = {"instances": [f"a sentence to measure capacity, number {i}" for i in range(FLOOD_BATCH)]}
-
-    async def client():
-        nonlocal done
-        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
-            while time.monotonic() < stop:
-                r = await http.post(url, json=body)
-                assert r.status_code == 200, r.text
-                done += FLOOD_BATCH
-
-    started = time.monotonic()
-    await asyncio.gather(*(client() for _ in range(4)))
-    return done / (time.monotonic() - started)
 
 
 async def calm(url: str, headers: dict) -> tuple[list[float], int]:
@@ -57,12 +38,6 @@ async def calm(url: str, headers: dict) -> tuple[list[float], int]:
     return latencies, refused
 
 
-def flood(url: str, key: str | None, rate: float, seconds: float) -> subprocess.Popen:
-    """tests/resilience/flood.py in its own process (its client work must not stall the measuring loop)."""
-    cmd = [sys.executable, "-m", "tests.resilience.flood", url, key or "-", f"{rate}", f"{seconds}", f"{FLOOD_BATCH}"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=procs.ROOT)
-
-
 def p50(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
@@ -74,13 +49,13 @@ def p99(values: list[float]) -> float:
 async def scenario(url: str, keys_on: bool, rate: float | None = None) -> dict:
     flood_h = {"authorization": f"Bearer {KEYS['flood']}"} if keys_on else {}
     calm_h = {"authorization": f"Bearer {KEYS['calm']}"} if keys_on else {}
-    seq_per_s = await capacity(url, flood_h)
+    seq_per_s = FLOOD_BATCH * await openloop.closed_loop(url, 4, 4, FLOOD_BATCH, flood_h)
     unloaded, _ = await calm(url, calm_h)
     rate = rate or 5 * seq_per_s / FLOOD_BATCH
-    flooding = flood(url, KEYS["flood"] if keys_on else None, rate, SECONDS + 3)
+    flooding = openloop.start(url, rate, SECONDS + 3, FLOOD_BATCH, KEYS["flood"] if keys_on else "")
     await asyncio.sleep(2)  # the flood's queue is full
     loaded, refused = await calm(url, calm_h)
-    counts = json.loads(flooding.communicate(timeout=60)[0])
+    counts = json.loads(flooding.communicate(timeout=60)[0])["counts"]
     return {"capacity": seq_per_s, "rate": rate, "unloaded": p99(unloaded), "loaded": p99(loaded),
             "refused": refused, "flood": counts, "p50": (p50(unloaded), p50(loaded))}
 
