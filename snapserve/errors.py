@@ -28,6 +28,14 @@ STATUS = {
     "unavailable": 503,
     "timeout": 504,
 }
+# error_type -> gRPC status code name (grpc.StatusCode.<name>), for the same errors over gRPC
+GRPC_CODE = {
+    "validation": "INVALID_ARGUMENT", "unauthorized": "UNAUTHENTICATED", "not_found": "NOT_FOUND",
+    "method_not_allowed": "UNIMPLEMENTED", "request_timeout": "DEADLINE_EXCEEDED",
+    "payload_too_large": "RESOURCE_EXHAUSTED", "unprocessable": "INVALID_ARGUMENT", "overloaded": "RESOURCE_EXHAUSTED",
+    "rate_limited": "RESOURCE_EXHAUSTED", "internal": "INTERNAL", "upstream": "UNAVAILABLE", "unavailable": "UNAVAILABLE",
+    "timeout": "DEADLINE_EXCEEDED",
+}
 # HTTP status -> error_type, for statuses that arrive without one (a framework's HTTPException, a
 # predictor answer relayed by the transformer); 429 reads as overload, the usual cause.
 TYPE_OF_STATUS = {status: kind for kind, status in reversed(STATUS.items())}

@@ -259,3 +259,42 @@ def _answer_408(timeout_s: float) -> bytes:
         REQUEST_TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                                b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     return REQUEST_TIMEOUT_408
+
+
+# -- 9. gRPC: the call's deadline, and our errors' status codes --------------------------------
+def grpc_deadlines_and_errors() -> None:
+    """Over gRPC a client's deadline travels in the call, not in a header: kserve's servicer turns
+    the call's metadata into the model's headers (``servicer.to_headers``); add ``x-request-timeout-ms``
+    from ``context.time_remaining()`` when the client set a deadline and no such header. And kserve's
+    exception interceptor answers INTERNAL to every exception it does not know: a ``ServingError``
+    gets the code of its ``error_type`` instead (RESOURCE_EXHAUSTED for a 429, DEADLINE_EXCEEDED for a
+    504, ...), with ``retry-after`` in the trailing metadata when it has one."""
+    from grpc import StatusCode
+    from kserve.protocol.grpc import interceptors, servicer
+
+    from snapserve.errors import GRPC_CODE, ServingError
+
+    to_headers = getattr(servicer.to_headers, "snapserve_original", servicer.to_headers)
+
+    def with_deadline(context):
+        headers = to_headers(context)
+        remaining = context.time_remaining()
+        if remaining is not None and "x-request-timeout-ms" not in headers:
+            headers["x-request-timeout-ms"] = f"{max(remaining, 0.0) * 1000:.1f}"
+        return headers
+
+    with_deadline.snapserve_original = to_headers
+    servicer.to_headers = with_deadline
+
+    cls = interceptors.ExceptionToStatusInterceptor
+    handle = getattr(cls.handle_exception, "snapserve_original", cls.handle_exception)
+
+    async def handle_exception(self, ex, request_or_iterator, context, method_name):
+        if isinstance(ex, ServingError):
+            if ex.retry_after is not None:
+                context.set_trailing_metadata(tuple((k.lower(), v) for k, v in ex.headers().items()))
+            await context.abort(getattr(StatusCode, GRPC_CODE[ex.error_type]), ex.reason)
+        return await handle(self, ex, request_or_iterator, context, method_name)
+
+    handle_exception.snapserve_original = handle
+    cls.handle_exception = handle_exception

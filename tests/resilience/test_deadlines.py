@@ -65,3 +65,60 @@ def test_the_transformer_forwards_what_is_left_of_the_deadline(servers):
     bad = httpx.post(f"{servers.transformer_url}/v1/models/snap:predict", json={"instances": ["x"]},
                      headers={"x-request-timeout-ms": "soon"})
     assert bad.status_code == 400
+
+
+def test_a_grpc_deadline_is_the_requests_deadline_and_errors_keep_their_meaning(servers):
+    """gRPC's own deadline reaches the model (as x-request-timeout-ms): an expired one is
+    DEADLINE_EXCEEDED without a forward pass; a refusal is RESOURCE_EXHAUSTED, bad input
+    INVALID_ARGUMENT (not INTERNAL), on the predictor and through the transformer."""
+    import asyncio
+
+    import grpc
+    import numpy as np
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as stubs
+
+    def ids_request(count: int, length: int = 4) -> pb.ModelInferRequest:
+        row = np.array([101, *([7592] * (length - 2)), 102], dtype=np.int64)
+        ids = np.tile(row, (count, 1))
+        tensor = pb.ModelInferRequest.InferInputTensor(name="input_ids", datatype="INT64", shape=list(ids.shape))
+        return pb.ModelInferRequest(model_name="snap", inputs=[tensor], raw_input_contents=[ids.tobytes()])
+
+    def text_request(texts: list) -> pb.ModelInferRequest:
+        tensor = pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[len(texts)])
+        tensor.contents.bytes_contents.extend(t.encode() for t in texts)
+        return pb.ModelInferRequest(model_name="snap", inputs=[tensor])
+
+    async def call(target: str, request, timeout: float | None = None, metadata=()):
+        async with grpc.aio.insecure_channel(target) as channel:
+            try:
+                await stubs.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=timeout, metadata=metadata)
+                return grpc.StatusCode.OK, ""
+            except grpc.aio.AioRpcError as err:
+                return err.code(), err.details()
+
+    async def scenario():
+        got = {"ok": await call(servers.predictor_grpc, ids_request(2), timeout=30)}
+        before = computed(servers.predictor_url)
+        # the server sees ~0 ms left: dropped before batching (the client may see its own deadline first)
+        got["expired"] = await call(servers.predictor_grpc, ids_request(1), metadata=(("x-request-timeout-ms", "0.001"),))
+        got["after_expired"] = computed(servers.predictor_url) - before
+        got["bad"] = await call(servers.predictor_grpc, text_request([]), timeout=30)
+        got["bad_transformer"] = await call(servers.transformer_grpc, text_request([]), timeout=30)
+        got["transformer_ok"] = await call(servers.transformer_grpc, text_request(["hello"]), timeout=30)
+        big = asyncio.ensure_future(call(servers.predictor_grpc, ids_request(3000, 96), timeout=120))
+        deadline = time.monotonic() + 30
+        while queue_depth(servers.predictor_url) < 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        got["hopeless"] = await call(servers.predictor_grpc, ids_request(1), timeout=0.1)
+        await big
+        return got
+
+    got = asyncio.run(scenario())
+    print(f"\ngRPC: {got}")
+    assert got["ok"][0] == grpc.StatusCode.OK and got["transformer_ok"][0] == grpc.StatusCode.OK
+    assert got["expired"][0] == grpc.StatusCode.DEADLINE_EXCEEDED and got["after_expired"] == 0
+    assert got["bad"][0] == got["bad_transformer"][0] == grpc.StatusCode.INVALID_ARGUMENT, got
+    # the 0.1 s deadline is shorter than the queue's estimated wait: refused at once, not run out
+    assert got["hopeless"][0] == grpc.StatusCode.RESOURCE_EXHAUSTED, got
+    assert "estimated wait" in got["hopeless"][1]

@@ -212,3 +212,21 @@ def test_8_a_stalled_request_gets_408_and_a_complete_one_is_answered(http):
     assert half.startswith(b"HTTP/1.1 408 ")
     assert whole.startswith(b"HTTP/1.1 200 ") and whole.endswith(b"ok")
     assert len(closed) == 2
+
+
+def test_9_grpc_servicer_reads_headers_through_to_headers_and_the_interceptor_maps_exceptions():
+    from kserve.protocol.grpc import interceptors, servicer
+
+    kserve_compat.grpc_deadlines_and_errors()
+    assert "to_headers(context)" in inspect.getsource(servicer.InferenceServicer.ModelInfer)
+    assert list(inspect.signature(interceptors.ExceptionToStatusInterceptor.handle_exception).parameters) == [
+        "self", "ex", "request_or_iterator", "context", "method_name"]
+
+    class Context:
+        def invocation_metadata(self):
+            return (types.SimpleNamespace(key="x-request-id", value="abc"),)
+
+        def time_remaining(self):
+            return 1.5
+
+    assert servicer.to_headers(Context()) == {"x-request-id": "abc", "x-request-timeout-ms": "1500.0"}
