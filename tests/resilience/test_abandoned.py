@@ -89,3 +89,53 @@ def test_clients_that_hang_up_leave_no_work_behind(drop, model_dir, tmp_path):
         assert got["dropped"] > 0 and got["cancelled"] == got["hung_up"]
     else:
         assert got["computed"] >= 0.9 * total  # the old behaviour, for the comparison
+
+
+def test_grpc_callers_that_cancel_leave_no_work_behind(model_dir, tmp_path):
+    """The same over gRPC to the predictor: 10 calls of 200 sequences, each cancelled by its client
+    after 0.3 s; the cancelled calls' queued sequences are dropped, not computed."""
+    import asyncio
+
+    import grpc
+    import numpy as np
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as stubs
+
+    predictor, grpc_port = procs.start_predictor(model_dir=model_dir, log_dir=tmp_path)
+    try:
+        ids = np.tile(np.array([101, *([7592] * 30), 102], dtype=np.int64), (SENTENCES, 1))
+        tensor = pb.ModelInferRequest.InferInputTensor(name="input_ids", datatype="INT64", shape=list(ids.shape))
+        request = pb.ModelInferRequest(model_name="snap", inputs=[tensor], raw_input_contents=[ids.tobytes()])
+
+        async def calls() -> list:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                stub = stubs.GRPCInferenceServiceStub(channel)
+                await stub.ModelInfer(request, timeout=60)  # warm: the throughput estimate exists
+
+                async def one():  # no deadline (that would be refused at once): the client goes away
+                    call = stub.ModelInfer(request)
+                    await asyncio.sleep(HANG_UP_S)
+                    call.cancel()
+                    try:
+                        await call
+                        return grpc.StatusCode.OK
+                    except asyncio.CancelledError:
+                        return grpc.StatusCode.CANCELLED
+                    except grpc.aio.AioRpcError as err:
+                        return err.code()
+
+                before = computed(predictor.url)
+                codes = await asyncio.gather(*(one() for _ in range(CLIENTS)))
+                return codes, before
+
+        codes, before = asyncio.run(calls())
+        settle(predictor.url)
+        done = computed(predictor.url) - before
+        dropped = metric(predictor.url, "snapserve_sequences_dropped_total", '{component="predictor"}')
+    finally:
+        predictor.stop()
+    total = CLIENTS * SENTENCES
+    print(f"\ngRPC: {CLIENTS} calls x {SENTENCES} sequences cancelled after {HANG_UP_S} s: {done:.0f}/{total} computed, "
+          f"{dropped:.0f} dropped; client codes {sorted({c.name for c in codes})}")
+    assert codes.count(grpc.StatusCode.CANCELLED) >= CLIENTS // 2
+    assert done <= 0.25 * total and dropped > 0
