@@ -342,7 +342,7 @@ class Batcher:
         if max_queued and mine and mine + count > max_queued:
             raise QueueFull(mine, max_queued, self._retry_after(),
                             f"this API key has {mine} sequences queued (its limit is {max_queued}); retry later")
-        wait = self.estimated_wait(count)
+        wait = self.estimated_wait(count) if waiting or self._running else None  # an empty queue takes anything
         if within_s is not None and within_s > 0 and wait is not None and wait > ADMIT_SHARE * within_s:
             raise QueueFull(waiting, self.limits.max_queue_sequences, max(1.0, wait),
                             f"queue's estimated wait {wait * 1000:.0f} ms is more than {ADMIT_SHARE:.0%} of "

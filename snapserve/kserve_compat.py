@@ -174,8 +174,6 @@ def has_raw_data(tensor) -> bool:
 
 
 # -- 8. a read timeout for slow clients (slowloris) -------------------------------------------
-REQUEST_TIMEOUT_408 = None  # the raw answer, built on first use (snapserve.errors' table and body)
-
 
 def limit_client_reads(timeout_s: float, on_close: Callable[[], None] = lambda: None) -> None:
     """Close a connection whose request (headers and body) has not fully arrived ``timeout_s`` after
@@ -187,6 +185,12 @@ def limit_client_reads(timeout_s: float, on_close: Callable[[], None] = lambda: 
     ``timeout_s`` 0: no limit."""
     from uvicorn.protocols.http import h11_impl, httptools_impl
 
+    from snapserve.errors import encoded
+
+    body = encoded("request_timeout", f"the request did not arrive within {timeout_s:g} s (--client_timeout_s)")
+    answer = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+              b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
     def expire(proto) -> None:
         proto.snapserve_read_timer = None
         transport = proto.transport
@@ -194,7 +198,7 @@ def limit_client_reads(timeout_s: float, on_close: Callable[[], None] = lambda: 
             return
         cycle = proto.cycle
         if cycle is None or cycle.response_complete or not cycle.response_started:
-            transport.write(_answer_408(timeout_s))
+            transport.write(answer)
         transport.close()
         on_close()
 
@@ -248,17 +252,6 @@ def limit_client_reads(timeout_s: float, on_close: Callable[[], None] = lambda: 
                     disarm(self)  # complete (DONE), or the connection is ending
 
             cls.data_received = data_received
-
-
-def _answer_408(timeout_s: float) -> bytes:
-    global REQUEST_TIMEOUT_408
-    if REQUEST_TIMEOUT_408 is None:
-        from snapserve.errors import encoded
-
-        body = encoded("request_timeout", f"the request did not arrive within {timeout_s:g} s (--client_timeout_s)")
-        REQUEST_TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                               b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    return REQUEST_TIMEOUT_408
 
 
 # -- 9. gRPC: the call's deadline, and our errors' status codes --------------------------------
