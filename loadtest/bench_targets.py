@@ -71,6 +71,7 @@ def _snapserve(s: Settings, name: str, extra_predictor: tuple[str, ...]) -> Runn
     common = ("--model_name", s.model_name, "--model_dir", s.model_dir)
     predictor = Server(f"{name}-predictor", python("-m", "predictor", *common, "--http_port", str(p_http),
                                                    "--grpc_port", str(p_grpc), "--device", s.device,
+                                                   "--tuning_cache", "off",  # the bench measures now, every run
                                                    *s.predictor_args, *extra_predictor), s.log_dir)
     run = Running(name, _predict_url(f"http://127.0.0.1:{t_http}", s.model_name), [predictor])
     try:

@@ -131,6 +131,17 @@ def choose(table: Sequence[Point], budget: float, max_batch_size: int | None = N
     return Choice(size, tokens, budget, tuple(points))
 
 
+def cached_table(cache, budget: float) -> list[Point] | None:
+    """The table an earlier start measured under the same fingerprint and budget, if any."""
+    entry = cache.get("batch_table") if cache is not None else None
+    try:
+        if entry and entry["budget_ms"] == budget:
+            return [Point(int(b), int(n), float(t)) for b, n, t in entry["points"]] or None
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None
+
+
 def replay(table: Sequence[Point], timing: Timing) -> None:
     """Run each shape of ``table`` once (warms another instance on the shapes instance 0 measured)."""
     for p in table:
@@ -165,9 +176,10 @@ def float_or_auto(value) -> float | str:
     return float(value)
 
 
-def tune(engine, batcher, settings, max_length: int):
+def tune(engine, batcher, settings, max_length: int, cache=None):
     """Warm every instance on the shapes traffic will use and, where a limit is ``auto``, pick it from
-    instance 0's measurements; returns the BatchLimits to serve with (also exported as gauges)."""
+    instance 0's measurements (or the table an earlier start on this machine measured, from ``cache``);
+    returns the BatchLimits to serve with (also exported as gauges)."""
     from snapserve import metrics
 
     device = engine.describe().get("device", "cpu")
@@ -184,11 +196,20 @@ def tune(engine, batcher, settings, max_length: int):
         if explicit_tokens is not None:
             batches = [b for b in batches if b * lengths[0] <= explicit_tokens] or [1]
         started = time.monotonic()
-        table = batcher.on_each_instance(
-            lambda k: measure(engine_timing(engine, k), batches, lengths, budget / 1e3) if k == 0 else None)[0]
-        batcher.on_each_instance(lambda k: replay(table, engine_timing(engine, k)) if k else None)
+        table = cached_table(cache, budget)
+        reused = table is not None
+        if not reused:
+            table = batcher.on_each_instance(
+                lambda k: measure(engine_timing(engine, k), batches, lengths, budget / 1e3) if k == 0 else None)[0]
+            if cache is not None:
+                cache.put("batch_table", {"budget_ms": budget, "points": [[p.batch, p.length, p.seconds] for p in table]})
+            source = "measured"
+        else:
+            source = f"measured at an earlier start, {cache.path}"
+        # the other instances (every one, with a reused table) run each shape once: warm on them too
+        batcher.on_each_instance(lambda k: replay(table, engine_timing(engine, k)) if k or reused else None)
         choice = choose(table, budget, explicit_size, explicit_tokens)
-        size, tokens, source = choice.max_batch_size, choice.max_batch_tokens, "measured"
+        size, tokens = choice.max_batch_size, choice.max_batch_tokens
         log.info("batch tuning on %s (%.1f s, budget %g ms):\n  %s", device, time.monotonic() - started, budget,
                  "\n  ".join(choice.lines()))
     if explicit_size is not None and explicit_tokens is not None:

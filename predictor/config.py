@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from predictor import autotune, generate_config
+from predictor import autotune, generate_config, tuning_cache
 from snapserve import flags, metadata
 from snapserve.batching import BatchLimits
 
@@ -43,6 +43,7 @@ class Settings:
     engine: str = "auto"
     compile: bool = False
     quantize: str = "none"
+    tuning_cache: str = ""
     generate: generate_config.GenerateSettings = dataclasses.field(default_factory=generate_config.GenerateSettings)
 
     def __post_init__(self):
@@ -94,6 +95,9 @@ def parser() -> argparse.ArgumentParser:
     # traffic (fp32: 2%), not yet explained; it is ~3x faster per forward on this AMX box.
     flags.add(g, "cpu_bf16", False, bool, help="with --dtype auto on a CPU with native bf16 (AVX-512 BF16/AMX): "
               "bf16 when a check against fp32 gives cosine >= 0.999")
+    flags.add(g, "tuning_cache", tuning_cache.DEFAULT_DIR, str, help="folder where start-up keeps what it measured "
+              "(engine race, batch tuning) for the next start on the same machine and flags: a restarted container "
+              "serves sooner (the chart's /tmp is an emptyDir, which outlives a container); off: measure every start")
     flags.add(g, "warmup", True, bool, help="run warm-up forward passes before turning ready")
     flags.add(g, "verify_snapshot", True, bool, help="check snapserve-manifest.json when present")
     generate_config.add_arguments(g)
@@ -110,7 +114,8 @@ def load(argv: list[str] | None = None) -> Settings:
         verify_snapshot=args.verify_snapshot, http_port=args.http_port, grpc_port=args.grpc_port,
         workers=args.workers, grace_period=args.grace_period,
         max_batch_latency_ms=args.max_batch_latency_ms, engine=args.engine, compile=args.compile,
-        quantize=args.quantize, log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging,
+        quantize=args.quantize, tuning_cache="" if args.tuning_cache.lower() in ("off", "none") else args.tuning_cache,
+        log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging,
         drop_abandoned=args.drop_abandoned, client_timeout_s=args.client_timeout_s, request_timeout_ms=args.request_timeout_ms,
         cpu_bf16=args.cpu_bf16, max_body_bytes=args.max_body_bytes,
         generate=generate_config.settings_from(args),

@@ -167,10 +167,16 @@ class TorchEngine:
 
 def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str = "auto", instances: int = 1,
          cpu_threads: int = 0, max_length: int = 0, engine: str = "torch", compile: bool = False,
-         quantize: str = "none", cpu_bf16: bool = True) -> Engine:
+         quantize: str = "none", cpu_bf16: bool = True, cache=None) -> Engine:
     """The engine for the snapshot in ``model_dir``: torch, ONNX Runtime (``model.onnx``, written by
-    ``python -m predictor.export_onnx``), or with ``auto`` whichever measures faster here."""
+    ``python -m predictor.export_onnx``), or with ``auto`` whichever measures faster here (or measured
+    faster at an earlier start on this machine: ``cache``, predictor/tuning_cache.py)."""
     info = metadata.read(model_dir, task, max_length)
+    if engine == "auto" and cache is not None and cache.get("engine") in ("torch", "onnx"):
+        picked = load(model_dir, task, device, dtype, instances, cpu_threads, max_length, cache.get("engine"),
+                      compile, quantize, cpu_bf16)
+        log.info("engine auto: %s (measured faster at an earlier start, %s)", cache.get("engine"), cache.path)
+        return picked
     if engine == "torch" and quantize != "none":
         raise SnapshotInvalid(f"--quantize {quantize} needs --engine onnx (or auto)")
     if engine == "onnx" and (compile or dtype not in ("auto", "float32")):
@@ -184,4 +190,7 @@ def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str =
         return torch_engine
     from predictor import engine_onnx
 
-    return engine_onnx.fastest(torch_engine, model_dir, info, instances, cpu_threads)
+    picked = engine_onnx.fastest(torch_engine, model_dir, info, instances, cpu_threads)
+    if cache is not None:
+        cache.put("engine", picked.describe()["engine"])
+    return picked

@@ -33,14 +33,16 @@ class SnapshotModel(kserve.Model):
         self.batcher: Batcher | None = None
 
     def load(self) -> bool:
-        from predictor import autotune, engine
+        from predictor import autotune, engine, tuning_cache
         from snapserve import snapshot
 
         s = self.settings
         if s.verify_snapshot and snapshot.verify(s.model_dir):
             log.info("snapshot manifest verified: %s", s.model_dir / snapshot.MANIFEST)
+        cache = tuning_cache.for_settings(s) if s.tuning_cache else None
         self.engine = engine.load(s.model_dir, s.task, s.device, s.dtype, s.instances, s.cpu_threads, s.max_length,
-                                  engine=s.engine, compile=s.compile, quantize=s.quantize, cpu_bf16=s.cpu_bf16)
+                                  engine=s.engine, compile=s.compile, quantize=s.quantize, cpu_bf16=s.cpu_bf16,
+                                  cache=cache)
         self.info = self.engine.info
         if (s.model_dir / "tokenizer.json").is_file():
             self.encoder = tokenizer.TextEncoder(s.model_dir, self.info)
@@ -51,7 +53,7 @@ class SnapshotModel(kserve.Model):
         self.batcher = Batcher(self.engine.prepare, self.engine.execute, s.batch_limits(), metrics.BatchObserver(),
                                on_drop=metrics.SEQUENCES_DROPPED.labels("predictor").inc)
         # warm-up on the threads that will serve (Batcher's one per instance), then the auto limits from it
-        self.batcher.limits = autotune.tune(self.engine, self.batcher, s, self.max_length)
+        self.batcher.limits = autotune.tune(self.engine, self.batcher, s, self.max_length, cache)
         metrics.GPU_USED.set_function(lambda: self.engine.gpu_memory()[0])
         metrics.GPU_TOTAL.set_function(lambda: self.engine.gpu_memory()[1])
         self.platform = f"snapserve:predictor:{self.info.task}"  # v2 metadata (kserve_compat patch 6)

@@ -14,6 +14,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = Path(os.environ.get("SNAPSERVE_MODEL_DIR", ROOT / "models" / "all-MiniLM-L6-v2"))
+TUNING_CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / f"snapserve-test-tuning-{os.getpid()}"
 
 
 def free_port() -> int:
@@ -72,10 +73,12 @@ def start_server(module: str, args: list[str], ready_url: str, env: dict | None 
 
 def start_predictor(model_name: str = "snap", model_dir: Path = MODEL_DIR, extra: list[str] = (),
                     **kw) -> tuple[Server, int]:
-    """A predictor; returns (server, grpc_port)."""
+    """A predictor; returns (server, grpc_port). Unless ``extra`` says otherwise, its --tuning_cache is
+    this test session's own, so each configuration measures once per session, not at every start."""
     http, grpc = free_port(), free_port()
+    cache = [] if "--tuning_cache" in extra else ["--tuning_cache", str(TUNING_CACHE)]
     args = ["--model_name", model_name, "--model_dir", str(model_dir), "--http_port", str(http),
-            "--grpc_port", str(grpc), *extra]
+            "--grpc_port", str(grpc), *cache, *extra]
     return start_server("predictor", args, f"http://127.0.0.1:{http}/v2/models/{model_name}/ready", **kw), grpc
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass
 
 from .config import StackSettings
@@ -25,11 +26,14 @@ def plan(component: str, count: int) -> list[Replica]:
     return [Replica(f"{component}-{i}", component, free_port(), free_port()) for i in range(count)]
 
 
-def argv(s: StackSettings, r: Replica, predictor_host: str) -> list[str]:
+def argv(s: StackSettings, r: Replica, predictor_host: str, tuning: Path | None = None) -> list[str]:
+    """A replica's command line; ``tuning``: the predictors' --tuning_cache (what the chart's /tmp
+    emptyDir is in a pod: a replica restarted by the supervisor reuses its first start's measurements)."""
     common = ["--model_name", s.model_name, "--model_dir", str(s.model_dir),
               "--http_port", str(r.http_port), "--grpc_port", str(r.grpc_port)]
     if r.component == "predictor":
-        return [s.python, "-m", "predictor", *common, "--instances", str(s.instances)]
+        cache = ["--tuning_cache", str(tuning)] if tuning else []
+        return [s.python, "-m", "predictor", *common, "--instances", str(s.instances), *cache]
     return [s.python, "-m", "transformer", *common, "--predictor_host", predictor_host]
 
 

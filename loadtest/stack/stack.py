@@ -86,7 +86,8 @@ class Stack:
         predictor_host = f"127.0.0.1:{self.predictor_lb_port}"
         env = replicas.env(self.s)
         for r in self.predictors + self.transformers:
-            self._supervise(r.name, launch(replicas.argv(self.s, r, predictor_host)), env=env, cwd=REPO_ROOT)
+            self._supervise(r.name, launch(replicas.argv(self.s, r, predictor_host, self.workdir / "tuning")), env=env,
+                            cwd=REPO_ROOT)
 
     def wait_ready(self, stop: threading.Event) -> bool:
         """Every replica ready, the API answering through nginx, Prometheus ready. False when `stop` is

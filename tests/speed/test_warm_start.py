@@ -16,11 +16,23 @@ TEXT = "A man is playing a guitar on a sunny afternoon."
 
 
 @pytest.fixture(scope="module")
-def fresh(model_dir, tmp_path_factory):
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tuning-cache")
+
+
+@pytest.fixture(scope="module")
+def fresh(model_dir, tmp_path_factory, cache_dir):
+    started = time.monotonic()
     server, _ = procs.start_predictor(model_dir=model_dir, log_dir=tmp_path_factory.mktemp("warm-logs"),
-                                      extra=["--device", "cpu"])
+                                      extra=["--device", "cpu", "--tuning_cache", str(cache_dir)])
+    server.ready_s = time.monotonic() - started
     yield server
     server.stop()
+
+
+def chosen_limits(log: str) -> str:
+    row = next(row for row in log.splitlines() if "batch limits (" in row)
+    return row[row.index("max_batch_size="):]
 
 
 def test_choices_are_logged_and_the_limits_exported(fresh):
@@ -51,3 +63,37 @@ def test_first_vs_tenth_request_after_start(fresh, size):
             assert r.status_code == 200 and len(r.json()["predictions"]) == size
     print(f"\nafter a fresh start, {size} sentence(s) a request: first {times[0]:.1f} ms, tenth {times[9]:.1f} ms, "
           f"median of 2-10 {sorted(times[1:])[4]:.1f} ms (figure only: a shared, noisy 2-core box)")
+
+
+def test_a_restart_reuses_what_the_first_start_measured(fresh, model_dir, tmp_path, cache_dir):
+    """What a container restarted in its pod does: same flags, same machine, the pod's /tmp kept. The
+    engine race and the batch tuning are not run again; the same engine and limits are served, and the
+    shapes are still warmed before ready."""
+    assert list(cache_dir.glob("*.json")), "the first start left no tuning cache"
+    started = time.monotonic()
+    again, _ = procs.start_predictor(model_dir=model_dir, log_dir=tmp_path,
+                                     extra=["--device", "cpu", "--tuning_cache", str(cache_dir)])
+    try:
+        ready_s = time.monotonic() - started
+        first, second = fresh.log.read_text(), again.log.read_text()
+        assert "measured faster at an earlier start" in second and "batch limits (measured at an earlier start" in second
+        assert "engine auto: torch (torch" not in second and "onnx float32: 1x16" not in second  # no race ran
+        engine_of = [next(r for r in log.splitlines() if "model snap: engine=" in r).split("engine=")[1].split()[0]
+                     for log in (first, second)]
+        assert engine_of[0] == engine_of[1] and chosen_limits(first) == chosen_limits(second)
+        assert "warm-up instance 0" in second
+        r = httpx.post(f"{again.url}/v1/models/snap:predict", json={"instances": [TEXT]}, timeout=30)
+        assert r.status_code == 200 and len(r.json()["predictions"][0]) == 384
+        print(f"\nready after {fresh.ready_s:.1f} s measuring, {ready_s:.1f} s reusing the measurements "
+              f"(figure only: a shared, noisy 2-core box); {chosen_limits(second)}")
+    finally:
+        again.stop()
+
+
+def test_other_flags_are_another_fingerprint(model_dir):
+    from predictor import config, tuning_cache
+
+    base = config.load(["--model_dir", str(model_dir)])
+    keys = {tuning_cache.fingerprint(config.load(["--model_dir", str(model_dir), *more]))
+            for more in ([], ["--cpu_threads", "1"], ["--max_batch_latency_ms", "20"], ["--engine", "torch"])}
+    assert len(keys) == 4 and tuning_cache.fingerprint(base) in keys
