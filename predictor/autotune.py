@@ -24,6 +24,9 @@ FALLBACK = {"cpu": (64, 4096), "cuda": (512, 32768)}
 BATCHES = {"cpu": (1, 2, 4, 8, 16, 32, 64, 128, 256), "cuda": (1, 8, 32, 64, 128, 256, 512, 1024)}
 LENGTHS = (16, 64, 256)  # a short sentence, a paragraph, a long text (capped at the model's maximum)
 NEAR_BEST = 0.97  # within this share of the best throughput, the smaller batch wins (less latency, noise)
+# While several API keys send work, batches fit this share of the budget: the forward a light key's
+# request waits behind is short (tests/resilience/test_fairness.py)
+SHARED_SHARE = 0.4
 MAX_MEASURE_S = 30.0  # a restart must stay quick: stop measuring after this long
 
 Timing = Callable[[int, int], float]
@@ -188,6 +191,7 @@ def tune(engine, batcher, settings, max_length: int, cache=None):
     budget = budget_ms(settings.max_batch_latency_ms, device)
     fallback = FALLBACK[kind(device)]
     limits = batcher.limits
+    shared_limits = (0, 0)  # none measured: the same limits for every load
     if not settings.warmup:
         size, tokens, source = explicit_size or fallback[0], explicit_tokens or fallback[1], "fallback"
     else:
@@ -212,6 +216,13 @@ def tune(engine, batcher, settings, max_length: int, cache=None):
         size, tokens = choice.max_batch_size, choice.max_batch_tokens
         log.info("batch tuning on %s (%.1f s, budget %g ms):\n  %s", device, time.monotonic() - started, budget,
                  "\n  ".join(choice.lines()))
+        shared_ms = budget * SHARED_SHARE if settings.shared_batch_latency_ms == AUTO else float(
+            settings.shared_batch_latency_ms)
+        if shared_ms > 0:
+            shared = choose(table, shared_ms)
+            shared_limits = min(size, shared.max_batch_size), min(tokens, shared.max_batch_tokens)
+            log.info("batch limits while several API keys send work (within %g ms): max_batch_size=%d "
+                     "max_batch_tokens=%d", shared_ms, *shared_limits)
     if explicit_size is not None and explicit_tokens is not None:
         source = "flags"
     log.info("batch limits (%s): max_batch_size=%d%s max_batch_tokens=%d%s", source, size,
@@ -219,4 +230,6 @@ def tune(engine, batcher, settings, max_length: int, cache=None):
     metrics.BATCH_LIMIT.labels("max_batch_size").set(size)
     metrics.BATCH_LIMIT.labels("max_batch_tokens").set(tokens)
     metrics.BATCH_LIMIT.labels("max_batch_latency_ms").set(budget)
-    return dataclasses.replace(limits, max_batch_size=size, max_batch_tokens=tokens)
+    metrics.BATCH_LIMIT.labels("shared_batch_size").set(shared_limits[0])
+    return dataclasses.replace(limits, max_batch_size=size, max_batch_tokens=tokens,
+                               shared_batch_size=shared_limits[0], shared_batch_tokens=shared_limits[1])

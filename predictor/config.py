@@ -40,6 +40,7 @@ class Settings:
     cpu_bf16: bool
     max_body_bytes: int
     max_batch_latency_ms: float | str = "auto"
+    shared_batch_latency_ms: float | str = "auto"
     engine: str = "auto"
     compile: bool = False
     quantize: str = "none"
@@ -61,6 +62,8 @@ class Settings:
         tokens = auto.max_batch_tokens if self.max_batch_tokens == autotune.AUTO else self.max_batch_tokens
         if self.max_batch_latency_ms != autotune.AUTO and not self.max_batch_latency_ms > 0:
             raise ValueError(f"--max_batch_latency_ms must be > 0 or auto (got {self.max_batch_latency_ms})")
+        if self.shared_batch_latency_ms != autotune.AUTO and not self.shared_batch_latency_ms >= 0:
+            raise ValueError(f"--shared_batch_latency_ms must be >= 0 or auto (got {self.shared_batch_latency_ms})")
         try:
             return BatchLimits(size, tokens, self.max_delay_ms, self.instances, self.max_queue_sequences)
         except ValueError as exc:
@@ -81,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
               help="most padded tokens in one forward pass (auto: measured at warm-up)")
     flags.add(g, "max_batch_latency_ms", "auto", autotune.float_or_auto,
               help="the forward-pass time auto batch limits stay within (auto: 50 on CPU, 20 on GPU)")
+    flags.add(g, "shared_batch_latency_ms", "auto", autotune.float_or_auto,
+              help="while more than one API key sent work in the last 2 s, batches fit this forward-pass time, "
+              "so another key's request waits behind short ones (auto: 0.4 x the latency budget; 0: off)")
     flags.add(g, "engine", "auto", choices=["auto", "torch", "onnx"],
               help="auto: whichever of torch and ONNX Runtime (model.onnx in the snapshot) measures faster")
     flags.add(g, "compile", False, bool, help="torch.compile the forward; warm-up compiles every length bucket")
@@ -113,7 +119,8 @@ def load(argv: list[str] | None = None) -> Settings:
         max_queue_sequences=args.max_queue_sequences, max_length=args.max_length, warmup=args.warmup,
         verify_snapshot=args.verify_snapshot, http_port=args.http_port, grpc_port=args.grpc_port,
         workers=args.workers, grace_period=args.grace_period,
-        max_batch_latency_ms=args.max_batch_latency_ms, engine=args.engine, compile=args.compile,
+        max_batch_latency_ms=args.max_batch_latency_ms, shared_batch_latency_ms=args.shared_batch_latency_ms,
+        engine=args.engine, compile=args.compile,
         quantize=args.quantize, tuning_cache="" if args.tuning_cache.lower() in ("off", "none") else args.tuning_cache,
         log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging,
         drop_abandoned=args.drop_abandoned, client_timeout_s=args.client_timeout_s, request_timeout_ms=args.request_timeout_ms,

@@ -79,13 +79,24 @@ class BatchLimits:
     max_delay_ms: float = 1.0
     instances: int = 1
     max_queue_sequences: int = 4096
+    # While more than one tenant (API key) is sending work: smaller batches, so that a forward another
+    # key's request must wait for is short (0: the same limits). A batch's time is what a light tenant's
+    # request waits behind a flooding one; on a CPU it grows with the batch.
+    shared_batch_size: int = 0
+    shared_batch_tokens: int = 0
 
     def __post_init__(self):
         for name in ("max_batch_size", "max_batch_tokens", "instances", "max_queue_sequences"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("shared_batch_size", "shared_batch_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_delay_ms < 0:
             raise ValueError(f"max_delay_ms must be >= 0, got {self.max_delay_ms}")
+
+
+SHARED_WINDOW_S = 2.0  # tenants seen within this long share the device (BatchLimits.shared_batch_size)
 
 
 class Throughput:
@@ -241,6 +252,7 @@ class Batcher:
         self._queued: collections.Counter[str] = collections.Counter()  # sequences queued per tenant
         self._flying: collections.Counter[str] = collections.Counter()  # executions in flight per tenant
         self._running = 0  # sequences in executions started and not finished
+        self._seen: dict[str, float] = {}  # each tenant's last submit (monotonic), for the shared limits
         self._wakeup: asyncio.Event | None = None
         self._free: asyncio.Queue[int] | None = None
         self._busy = 0
@@ -294,6 +306,8 @@ class Batcher:
         self.start()
         self.admit(len(sequences), tenant=tenant, max_queued=max_queued)
         loop = asyncio.get_running_loop()
+        if tenant and self.limits.shared_batch_size:
+            self._seen[tenant] = time.monotonic()
         start = max(self._served_tag, self._last_tag.get(tenant, 0.0))
         req = _Request(sequences, loop.create_future(), context, tenant, start, 1.0 / weight)
         self._last_tag[tenant] = req.tag(len(sequences) - 1)
@@ -465,10 +479,15 @@ class Batcher:
         window = 4 * self.limits.max_batch_size
         count = min(window, len(self._pending))
         head = [self._pending[i] for i in range(count)]
+        limits = self._batch_limits()
         if self._group_by_tenant:  # the oldest tag's tenant only; the others keep their places
             tenant = head[0][0].tenant
             head = [p for p in head if p[0].tenant == tenant]
-        chosen = pick(head, self._batch_limits(), window)
+        elif limits.max_batch_size < self.limits.max_batch_size:  # several keys: a light one's batch is its own
+            backlogged = {t for t, n in self._queued.items() if n >= limits.max_batch_size}
+            if head[0][0].tenant not in backlogged:
+                head = [p for p in head if p[0].tenant not in backlogged]
+        chosen = pick(head, limits, window)
         items = [head[i] for i in chosen]
         taken = {id(item) for item in items}
         rest = [self._pending[i] for i in range(count) if id(self._pending[i]) not in taken]
@@ -489,11 +508,23 @@ class Batcher:
         """The limits, with the size cut to ``max_batch_s`` of measured throughput when that is set: a
         request waits for its whole batch (the transformer: its whole predictor call), so under a
         deadline a batch must not be longer than a fraction of it."""
+        limits = self.limits
+        if limits.shared_batch_size and self._shared():
+            limits = dataclasses.replace(
+                limits, max_batch_size=min(limits.max_batch_size, limits.shared_batch_size),
+                max_batch_tokens=min(limits.max_batch_tokens, limits.shared_batch_tokens or limits.max_batch_tokens))
         rate = self._throughput.rate
         if not self._max_batch_s or rate is None:
-            return self.limits
-        size = max(1, min(self.limits.max_batch_size, int(rate * self._max_batch_s)))
-        return self.limits if size == self.limits.max_batch_size else dataclasses.replace(self.limits, max_batch_size=size)
+            return limits
+        size = max(1, min(limits.max_batch_size, int(rate * self._max_batch_s)))
+        return limits if size == limits.max_batch_size else dataclasses.replace(limits, max_batch_size=size)
+
+    def _shared(self) -> bool:
+        """Whether more than one tenant sent work within the last SHARED_WINDOW_S."""
+        since = time.monotonic() - SHARED_WINDOW_S
+        for tenant in [t for t, at in self._seen.items() if at < since]:
+            del self._seen[tenant]
+        return len(self._seen) > 1
 
     async def _run(self, batch: Batch, prepared: Any, instance: int | None, tenant: str = "") -> None:
         loop = asyncio.get_running_loop()

@@ -59,7 +59,7 @@ def outcome(status: int) -> str:
 
 
 # The batch limits in force: tuned at warm-up (``auto``) or set by flags (predictor only).
-BATCH_LIMIT = Gauge("snapserve_batch_limit", "Batch limits in force (limit: max_batch_size, max_batch_tokens, "
+BATCH_LIMIT = Gauge("snapserve_batch_limit", "Batch limits in force (limit: max_batch_size, max_batch_tokens, shared_batch_size (while several API keys send work; 0: the same), "
                     "max_batch_latency_ms)", ["limit"])
 
 

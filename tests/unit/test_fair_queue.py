@@ -136,3 +136,34 @@ def test_tenant_headers_round_trip_and_keys_file_options():
         tenants.options(["priority=1"])
     with pytest.raises(ValueError, match="weight"):
         tenants.Tenant("x", weight=0)
+
+
+def test_batches_shrink_while_several_keys_send_work():
+    """One key alone gets the full batches; once another key has sent work, batches keep to the
+    shared limits, so the forward that key's requests wait behind stays short."""
+    order = Order()
+    limits = BatchLimits(max_batch_size=8, max_delay_ms=0, shared_batch_size=2)
+
+    async def main():
+        batcher = Batcher(None, order.execute, limits)
+        await batcher.submit(tagged("a", 16), tenant="a")
+        alone = list(order.rows)
+        order.rows.clear()
+        await asyncio.gather(batcher.submit(tagged("a", 16), tenant="a"), batcher.submit(tagged("b", 1), tenant="b"))
+        return alone, list(order.rows)
+
+    alone, shared = run(main())
+    assert max(map(len, alone)) == 8
+    assert max(map(len, shared)) <= 2 and sum(map(len, shared)) == 17
+    assert [2] in shared  # b's sequence rode alone, not beside a's backlog
+
+
+def test_without_keys_the_shared_limits_never_apply():
+    order = Order()
+
+    async def main():
+        batcher = Batcher(None, order.execute, BatchLimits(max_batch_size=8, max_delay_ms=0, shared_batch_size=2))
+        await asyncio.gather(*(batcher.submit(tagged("a", 8)) for _ in range(3)))
+
+    run(main())
+    assert max(map(len, order.rows)) == 8
