@@ -23,7 +23,7 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
-from predictor import heads
+from predictor import heads, heap
 from snapserve import metadata, tokenizer
 from snapserve.metadata import ModelInfo, SnapshotInvalid
 
@@ -99,6 +99,8 @@ class TorchEngine:
             # OpenMP teams are per calling thread: N concurrent executions split the budget
             torch.set_num_threads(threads_per_instance(cpu_threads, instances))
             self.streams = [None] * instances
+        # on a CPU the activations of every new batch shape fragment glibc's heap: trimmed now and then
+        self.trimmer = heap.HeapTrimmer() if self.device.type == "cpu" else None
         self.forward, self.buckets = self.model, ()
         if dtype == "auto" and self.device.type == "cpu" and cpu_bf16:
             from predictor import precision
@@ -139,6 +141,8 @@ class TorchEngine:
             mask = mask.to(self.device, non_blocking=True)
             extra = {"token_type_ids": types[0].to(self.device, non_blocking=True)} if types else {}
             rows = self.head(self.forward(input_ids=ids, attention_mask=mask, **extra), mask).cpu().numpy()
+        if self.trimmer is not None:
+            self.trimmer.after_batch()
         return rows
 
     def warmup(self, instance: int, max_length: int, max_batch_size: int) -> None:

@@ -1,19 +1,20 @@
 """The generation engine: transformers' own continuous batching behind a small async seam.
 
 ``ContinuousBatchingManager`` (``model.init_continuous_batching()``) owns the scheduler, the paged
-KV cache and sampling, on its own thread: requests join and leave the running batch at every
+KV cache and the forward passes, on its own thread: requests join and leave the running batch at every
 step. This module only admits requests (a bound, then 429), turns the manager's per-request
 callbacks into an async stream of token deltas, cancels a request in the engine the moment its
 consumer goes away (its KV blocks are freed at the next step), and feeds the metrics. It knows
 nothing of HTTP.
 
 Sampling is per request (``per_request_processors``): temperature, top_k and top_p travel with each
-request. The manager samples when any request does, so greedy is ``top_k=1`` (the argmax alone
-survives, exactly as ``generate(do_sample=False)`` picks it). The manager draws from one random
-stream for the whole batch (``--generate_seed`` seeds it), so a request with its own ``seed`` draws
-its token itself (``SeededDraw``, the last processor) from a stream of its own and leaves only that
-token for the manager's draw: the same prompt, parameters and seed give the same tokens whatever
-else shares the batch, as in vLLM.
+request. The last processor (``TokenDraw``) draws each sampled request's token itself and leaves only
+that token, and the manager, set to ``do_sample=False``, takes the argmax: a greedy request is that
+argmax of its raw logits, exactly as ``generate(do_sample=False)`` picks it, and on CPU the processors
+skip the rows they would not change (``ChangedRowsOnly``), so a greedy row pays for no sort, softmax
+or random draw. A request with its own ``seed`` draws from a stream of its own, the others from one
+shared stream (``--generate_seed`` seeds it): the same prompt, parameters and seed give the same
+tokens whatever else shares the batch, as in vLLM.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ import torch
 from transformers.generation.continuous_batching.cb_logits_processors import (
     ContinuousBatchingLogitsProcessor,
     ContinuousBatchingLogitsProcessorList,
+    ContinuousBatchingTemperatureLogitsWarper,
+    ContinuousBatchingTopKLogitsWarper,
+    ContinuousBatchingTopPLogitsWarper,
 )
 from transformers.generation.continuous_batching.requests import RequestState
 
@@ -55,13 +59,15 @@ class Sampling:
     seed: int | None = None  # None: the engine's shared stream
 
     def processor_kwargs(self, vocab: int) -> dict:
-        if self.temperature == 0:  # greedy: only the most likely token survives top_k (a seed changes nothing)
-            return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
+        if self.temperature == 0:  # greedy: the values the library's processors leave unchanged (a seed changes nothing)
+            return {"temperature": 1.0, "top_k": vocab, "top_p": TOP_P_OFF, "greedy": True}
         kwargs = {"temperature": float(self.temperature), "top_k": int(self.top_k or vocab), "top_p": float(self.top_p)}
         return kwargs if self.seed is None else {**kwargs, "seed": int(self.seed)}
 
 
-NO_SEED = -1  # a draw argument for a request without a seed: its row is left to the manager's draw
+TOP_P_OFF = 2.0  # a top_p the library's top-p leaves every score of (at 1.0 it still masks tokens of probability 0)
+NO_SEED = -1  # a draw argument for a sampled request without a seed: it draws from the engine's shared stream
+GREEDY = -2  # a draw argument for a greedy request: its scores are left alone for the manager's argmax
 DRAW_BITS = 24  # float32's mantissa: finer uniforms would be lost in the float32 cumulative sum
 
 
@@ -74,41 +80,83 @@ def seeded_uniform(seed: int, position: int) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> (64 - DRAW_BITS)
 
 
-class SeededDraw(ContinuousBatchingLogitsProcessor):
-    """The last logits processor: for each request whose parameters carry a ``seed``, sample its next
-    token by inverse CDF with its own uniform draw, and mask every other token to ``-inf``, so the
-    manager's shared multinomial can only pick that one. Rows without a seed pass through untouched.
-    Off the CPU it is tensor ops only, with no branch on the data, so that torch.compile and CUDA
-    graphs can take it like the library's own processors."""
+def eager_cpu(scores: torch.Tensor) -> bool:
+    """Whether a processor may branch on the data: eager on CPU, where work on a row that needs none
+    costs as much as the forward pass. Compiled or on an accelerator the whole batch is processed, with
+    no branch on the data, so that torch.compile and CUDA graphs can take the step."""
+    return scores.device.type == "cpu" and not torch.compiler.is_compiling()
 
-    supported_kwargs: ClassVar[dict[str, type]] = {"seed": int}
+
+def on_rows(scores: torch.Tensor, rows: torch.Tensor, process, *args: torch.Tensor) -> torch.Tensor:
+    """``scores`` with ``process`` applied to the ``rows`` (indices) only, each of ``args`` cut to them."""
+    if rows.numel() == 0:
+        return scores
+    if rows.numel() == scores.size(0):
+        return process(scores, *args)
+    return scores.index_copy(0, rows, process(scores[rows], *(arg[rows] for arg in args)))
+
+
+class ChangedRowsOnly(ContinuousBatchingLogitsProcessor):
+    """One of the library's per-request processors, run on CPU on only the rows whose value changes
+    their scores: a greedy row (temperature 1, top_k the vocabulary, top_p ``TOP_P_OFF``) and a sampled
+    one without top-k skip its full-vocabulary sort. The library's processors always process the whole
+    batch, and transformers has no hook to replace them, so ``install_draw`` wraps them in place."""
+
+    def __init__(self, inner: ContinuousBatchingLogitsProcessor, changes):
+        self.inner, self.changes = inner, changes  # changes(args [B] int32, vocab) -> bool [B]
+        self.supported_kwargs, self.ignored_kwargs = inner.supported_kwargs, inner.ignored_kwargs
+
+    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+        self.inner.fill_defaults(int32_tensor)
+
+    def prepare_tensor_args(self, requests_with_new_token: list) -> torch.Tensor:
+        return self.inner.prepare_tensor_args(requests_with_new_token)
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        if not eager_cpu(scores):
+            return self.inner(scores, tensor_arg)
+        args = tensor_arg[: scores.size(0)]
+        return on_rows(scores, self.changes(args, scores.size(-1)).nonzero().squeeze(-1), self.inner, args)
+
+
+CHANGES = {  # per library processor: the rows whose value is not an exact no-op (int32 args, as stored)
+    ContinuousBatchingTemperatureLogitsWarper: lambda args, vocab: args.view(torch.float32) != 1.0,
+    ContinuousBatchingTopKLogitsWarper: lambda args, vocab: args < vocab,
+    ContinuousBatchingTopPLogitsWarper: lambda args, vocab: args.view(torch.float32) <= 1.0,
+}
+
+
+class TokenDraw(ContinuousBatchingLogitsProcessor):
+    """The last logits processor: it draws the next token of every sampled request and masks every
+    other token to ``-inf``, so that the manager's argmax (the manager runs with ``do_sample=False``)
+    can only pick that one. A request with a ``seed`` draws by inverse CDF with its own uniform draw
+    (the same prompt, parameters and seed give the same tokens whatever shares the batch); one without
+    draws from the engine's shared stream (``torch.multinomial``, as the manager would). A greedy
+    request's row is left alone: the manager's argmax of its raw logits is ``generate(do_sample=False)``'s
+    token, and a batch of greedy rows pays for no softmax, sort or random draw."""
+
+    supported_kwargs: ClassVar[dict[str, type]] = {"seed": int, "greedy": bool}
     ignored_kwargs: ClassVar[tuple[str, ...]] = ()
 
     def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
-        int32_tensor.fill_(NO_SEED)
+        int32_tensor.fill_(GREEDY)  # rows past the batch: nothing to draw
 
     def prepare_tensor_args(self, requests_with_new_token: list) -> torch.Tensor:
         # position_offset already counts this step's query tokens: it is the new token's position
-        draws = [NO_SEED if (seed := r.state.logit_processor_kwargs.get("seed")) is None
+        draws = [GREEDY if (kwargs := r.state.logit_processor_kwargs).get("greedy")
+                 else NO_SEED if (seed := kwargs.get("seed")) is None
                  else seeded_uniform(seed, r.state.position_offset) for r in requests_with_new_token]
         return torch.tensor(draws, dtype=torch.int32, device="cpu")
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
-        draws = tensor_arg[: scores.size(0)]  # [B]; NO_SEED for a row without a seed
-        if scores.device.type == "cpu" and not torch.compiler.is_compiling():
-            # eager on CPU, where a draw over the whole batch would cost as much as the forward pass:
-            # only the seeded rows pay. On an accelerator the whole batch is drawn, with no branch on
-            # the data, so the step stays one CUDA graph.
-            rows = (draws >= 0).nonzero().squeeze(-1)
-            if rows.numel() == 0:
-                return scores
-            return scores.index_copy(0, rows, self.draw(scores[rows], draws[rows]))
+        draws = tensor_arg[: scores.size(0)]  # [B]
+        if eager_cpu(scores):  # only the sampled rows pay
+            return on_rows(scores, (draws != GREEDY).nonzero().squeeze(-1), self.draw, draws)
         return self.draw(scores, draws)
 
     @staticmethod
     def draw(scores: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-        """Each seeded row of ``scores`` [B, V] with only its drawn token left finite."""
-        seeded = (draws >= 0).unsqueeze(-1)  # [B, 1]
+        """``scores`` [B, V] with each sampled row's drawn token alone left finite; greedy rows as they are."""
         probs = scores.softmax(dim=-1)  # [B, V]
         cdf = probs.cumsum(dim=-1)
         uniform = draws.clamp(min=0).to(torch.float32).unsqueeze(-1) * 2.0**-DRAW_BITS  # [B, 1] in [0, 1)
@@ -116,14 +164,18 @@ class SeededDraw(ContinuousBatchingLogitsProcessor):
         # float rounding may land on a token of probability 0 (past the end): the argmax then, never a
         # row with nothing left to sample
         token = torch.where(probs.gather(-1, token) > 0, token, probs.argmax(dim=-1, keepdim=True))
+        shared = torch.multinomial(probs, num_samples=1)  # [B, 1]; the engine's stream (--generate_seed)
+        token = torch.where((draws >= 0).unsqueeze(-1), token, shared)
         keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, token, True)
-        return scores.masked_fill(seeded & ~keep, float("-inf"))
+        return scores.masked_fill((draws != GREEDY).unsqueeze(-1) & ~keep, float("-inf"))
 
 
-def install_seeded_draw(manager) -> None:
-    """Append ``SeededDraw`` to the manager's processors, before ``start()`` sizes their argument
-    storage. transformers builds that list from the generation config and has no hook to add a
-    processor of our own, so this touches its internals (transformers 5.24), checked here first."""
+def install_draw(manager) -> None:
+    """Wrap the library's processors in ``ChangedRowsOnly``, append ``TokenDraw`` and turn the manager's
+    own sampling into an argmax, before ``start()`` sizes the processors' argument storage and builds the
+    batch processor (which reads ``do_sample`` then). transformers builds that list from the generation
+    config and has no hook to add a processor of our own, so this touches its internals (transformers
+    5.24), checked here first."""
     import transformers
 
     processors = getattr(manager, "logit_processor", None)
@@ -131,17 +183,35 @@ def install_seeded_draw(manager) -> None:
              and isinstance(getattr(processors, "logits_processor", None), list)
              and isinstance(getattr(processors, "tensors_required", None), int)
              and isinstance(getattr(processors, "supported_keys", None), dict)
+             and getattr(getattr(manager, "generation_config", None), "do_sample", None) is not None
              and "position_offset" in getattr(RequestState, "__dataclass_fields__", {}))
     if not known or manager.batch_processor is not None:
         raise RuntimeError(f"transformers {transformers.__version__}: the continuous batching internals that "
-                           "predictor/generation.py:install_seeded_draw relies on changed (or the manager already "
-                           "started); per-request seeds cannot be honoured. Pin transformers 5.24 or port the function")
-    if any(isinstance(p, SeededDraw) for p in processors.logits_processor):  # a manager transformers re-used
+                           "predictor/generation.py:install_draw relies on changed (or the manager already "
+                           "started); per-request sampling cannot be honoured. Pin transformers 5.24 or port the "
+                           "function")
+    add_draw(processors)
+    manager.generation_config.do_sample = False  # TokenDraw has drawn: the manager only takes the argmax
+
+
+def add_draw(processors: ContinuousBatchingLogitsProcessorList) -> None:
+    """Wrap the library's processors of ``processors`` in ``ChangedRowsOnly`` and append ``TokenDraw``."""
+    if any(isinstance(p, TokenDraw) for p in processors.logits_processor):  # a manager transformers re-used
         return
-    processors.logits_processor.append(SeededDraw())
+    for i, processor in enumerate(processors.logits_processor):
+        if type(processor) in CHANGES:
+            processors.logits_processor[i] = ChangedRowsOnly(processor, CHANGES[type(processor)])
+    processors.logits_processor.append(TokenDraw())
     processors.tensors_required += 1  # one argument row, allocated when the batch processor is created
-    processors.supported_keys.update(SeededDraw.supported_kwargs)
+    processors.supported_keys.update(TokenDraw.supported_kwargs)
     processors.do_processing = True
+
+
+def check_draw(batch_processor) -> None:
+    """After ``start()``: the batch processor took ``do_sample=False`` (else it would draw again)."""
+    if getattr(getattr(batch_processor, "model_runner", None), "do_sample", True) is not False:
+        raise RuntimeError("the continuous batching runner still samples: predictor/generation.py:install_draw "
+                           "needs porting to this transformers version")
 
 
 @dataclasses.dataclass
@@ -176,13 +246,14 @@ class GenerationEngine:
         self.eos_ids = tuple(e for e in ([eos] if isinstance(eos, int) else (eos or ())) if e >= 0)
         self.vocab = int(config.vocab_size)
         # The processors must exist for per-request values to apply: transformers only builds one
-        # for a temperature that is not 1.0 and a top_k / top_p that filters; every request sends its
-        # own values, so these construction values are never used as defaults.
+        # with do_sample (install_draw then turns the manager's own draw off) and for a temperature that
+        # is not 1.0 and a top_k / top_p that filters; every request sends its own values, so these
+        # construction values are never used as defaults.
         generation = GenerationConfig(do_sample=True, temperature=0.5, top_k=50, top_p=0.9,
                                       eos_token_id=list(self.eos_ids) or -1, max_new_tokens=16)
         cb = ContinuousBatchingConfig(per_request_processors=True, **settings.resolved(self.device.type == "cuda"))
         self.manager = self.model.init_continuous_batching(generation_config=generation, continuous_batching_config=cb)
-        install_seeded_draw(self.manager)
+        install_draw(self.manager)
         resolved = self.manager.continuous_batching_config
         self.page_size = resolved.page_size
         self.held = 0  # requests admitted and not finished (running + waiting)
@@ -203,6 +274,7 @@ class GenerationEngine:
                 raise RuntimeError("the continuous batching thread did not start; see the log above")
             time.sleep(0.05)
         processor = self.manager.batch_processor
+        check_draw(processor)
         self._hook_preemptions(processor)
         metrics.GEN_RUNNING.set_function(lambda: len(processor.scheduler.active_requests))
         metrics.GEN_WAITING.set_function(

@@ -12,51 +12,109 @@ import httpx
 import torch
 from transformers.generation.continuous_batching.requests import FutureRequestState, RequestState
 
-from predictor.generation import NO_SEED, SeededDraw, seeded_uniform
+from transformers.generation.continuous_batching.cb_logits_processors import ContinuousBatchingLogitsProcessorList
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from predictor.generation import GREEDY, NO_SEED, ChangedRowsOnly, Sampling, TokenDraw, add_draw, seeded_uniform
 
 PROMPT = "Once upon a time, in a city by the sea, there lived"
 TOKENS = 24  # at temperature 1, two seeds giving the same 24 tokens is practically impossible
+VOCAB = 500
 
 
-def batch(*seeds, position: int = 10) -> list[FutureRequestState]:
+def batch(*kwargs, position: int = 10) -> list[FutureRequestState]:
+    """Requests with a new token at ``position``; an int is a seed, None a sampled request without one, a
+    dict the request's processor kwargs."""
     states = []
-    for i, seed in enumerate(seeds):
-        state = RequestState(f"r{i}", [1] * position, logit_processor_kwargs={} if seed is None else {"seed": seed})
+    for i, kw in enumerate(kwargs):
+        kw = kw if isinstance(kw, dict) else {} if kw is None else {"seed": kw}
+        state = RequestState(f"r{i}", [1] * position, logit_processor_kwargs=kw)
         state.position_offset = position
         states.append(FutureRequestState(state, True, {}, position))
     return states
 
 
-def draw(processor: SeededDraw, scores: torch.Tensor, requests: list) -> torch.Tensor:
+def draw(processor: TokenDraw, scores: torch.Tensor, requests: list) -> torch.Tensor:
     return processor(scores.clone(), processor.prepare_tensor_args(requests))
 
 
-def test_a_seeded_row_keeps_one_allowed_token_and_an_unseeded_row_is_untouched():
-    processor = SeededDraw()
-    scores = torch.randn(3, 500)
+def test_a_sampled_row_keeps_one_allowed_token_and_a_greedy_row_is_untouched():
+    processor = TokenDraw()
+    scores = torch.randn(4, VOCAB)
     scores[2, 3:] = float("-inf")  # what top_k=3 leaves
-    out = draw(processor, scores, batch(7, None, 7))
-    assert torch.isfinite(out[0]).sum() == 1 and torch.isfinite(out[2]).sum() == 1
-    assert int(torch.isfinite(out[2]).nonzero()) < 3  # a filtered token is never drawn
-    assert torch.equal(out[1], scores[1])
-    assert torch.equal(draw(processor, scores, batch(7, None, 7)), out)  # same seed, same position: same token
-    # the whole-batch path an accelerator takes (no branch on the data) draws the same tokens
-    assert torch.equal(SeededDraw.draw(scores, processor.prepare_tensor_args(batch(7, None, 7))), out)
+    scores[1, 5:] = float("-inf")
+    requests = batch(7, None, 7, {"greedy": True, "seed": 7})  # a greedy row ignores its seed
+    out = draw(processor, scores, requests)
+    assert [int(torch.isfinite(row).sum()) for row in out[:3]] == [1, 1, 1]
+    assert int(out[2].argmax()) < 3 and int(out[1].argmax()) < 5  # a filtered token is never drawn
+    assert torch.equal(out[3], scores[3])  # the manager's argmax of the raw logits: generate's greedy token
+    assert torch.equal(draw(processor, scores, requests)[[0, 2, 3]], out[[0, 2, 3]])  # same seed and position
+    # the whole-batch path an accelerator takes (no branch on the data) draws the same seeded tokens
+    assert torch.equal(TokenDraw.draw(scores, processor.prepare_tensor_args(requests))[[0, 2, 3]], out[[0, 2, 3]])
     defaults = torch.empty(4, dtype=torch.int32)
     processor.fill_defaults(defaults)
-    assert defaults.tolist() == [NO_SEED] * 4
+    assert defaults.tolist() == [GREEDY] * 4
+    assert processor.prepare_tensor_args(batch(None))[0] == NO_SEED
 
 
-def test_seeded_draws_follow_the_distribution():
-    processor = SeededDraw()
+def test_seeded_and_shared_draws_follow_the_distribution():
+    processor = TokenDraw()
     probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
     scores = probs.log().expand(4000, 4).contiguous()
-    requests = [fs for p in range(1000) for fs in batch(1, 2, 3, 4, position=p)]
-    tokens = draw(processor, scores, requests).argmax(-1)
-    counts = torch.bincount(tokens, minlength=4).float() / len(tokens)
-    assert counts[3] == 0 and torch.allclose(counts[:3], probs[:3], atol=0.03), counts
+    for seeds in ((1, 2, 3, 4), (None,) * 4):
+        requests = [fs for p in range(1000) for fs in batch(*seeds, position=p)]
+        tokens = draw(processor, scores, requests).argmax(-1)
+        counts = torch.bincount(tokens, minlength=4).float() / len(tokens)
+        assert counts[3] == 0 and torch.allclose(counts[:3], probs[:3], atol=0.03), (seeds, counts)
     assert len({seeded_uniform(s, 5) for s in range(100)}) == 100
     assert seeded_uniform(-1, 5) == seeded_uniform(2**64 - 1, 5)  # a seed is taken modulo 2**64
+
+
+def library_processors() -> ContinuousBatchingLogitsProcessorList:
+    """The list transformers builds for our engine's generation config (temperature, top-k, top-p)."""
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(0.5), TopKLogitsWarper(50), TopPLogitsWarper(0.9)])
+    return ContinuousBatchingLogitsProcessorList(warpers, per_request_processors=True)
+
+
+def run(processors: ContinuousBatchingLogitsProcessorList, scores: torch.Tensor, requests: list) -> torch.Tensor:
+    args = torch.zeros(processors.tensors_required, 16, dtype=torch.int32)
+    processors.fill_defaults(args)
+    return processors(None, scores.clone(), processors.prepare_tensor_args(requests, args))
+
+
+def test_greedy_rows_skip_the_library_processors_in_a_batch_with_seeded_and_sampled_rows():
+    processors = library_processors()
+    add_draw(processors)
+    assert [type(p) for p in processors.logits_processor] == [ChangedRowsOnly] * 3 + [TokenDraw]
+    assert processors.tensors_required == 4
+    greedy = Sampling(max_tokens=1, temperature=0, seed=5).processor_kwargs(VOCAB)
+    kwargs = [greedy, Sampling(1, temperature=0.7, top_k=20, top_p=0.8, seed=3).processor_kwargs(VOCAB), greedy,
+              Sampling(1, temperature=1.3).processor_kwargs(VOCAB), Sampling(1, top_p=0.5, seed=9).processor_kwargs(VOCAB)]
+    for kw in kwargs:
+        processors.check_kwargs(kw)  # what the manager checks when a request is added
+    scores = torch.randn(5, VOCAB) * 4
+    requests = batch(*kwargs)
+    out = run(processors, scores, requests)
+    assert torch.equal(out[[0, 2]], scores[[0, 2]])  # greedy: raw, for the manager's argmax
+    args = processors.prepare_tensor_args(requests, torch.zeros(4, 16, dtype=torch.int32))
+    changed = [p.changes(args[i, :5], VOCAB).tolist() for i, p in enumerate(processors.logits_processor[:3])]
+    assert changed == [[False, True, False, True, False],  # temperature
+                       [False, True, False, False, False],  # top-k: sorts one row of five
+                       [False, True, False, True, True]]  # top-p: at 1.0 it still masks tokens of probability 0
+    assert [int(torch.isfinite(row).sum()) for row in out[[1, 3, 4]]] == [1, 1, 1]
+    # the library's own processors over the whole batch, then the draw: the same seeded tokens and the
+    # same greedy argmax (a greedy row's values leave the library's processors with nothing to change)
+    reference = library_processors()
+    reference.logits_processor.append(TokenDraw())
+    reference.tensors_required += 1
+    expected = run(reference, scores, requests)
+    assert torch.equal(out.argmax(-1)[[0, 1, 2, 4]], expected.argmax(-1)[[0, 1, 2, 4]])
+    assert out.argmax(-1)[[0, 2]].tolist() == scores.argmax(-1)[[0, 2]].tolist()
 
 
 def generate(pair, seed=None, temperature=1.0, prompt=PROMPT, max_tokens=TOKENS) -> list[int]:
