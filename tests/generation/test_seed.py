@@ -4,6 +4,7 @@ tensors first, then the real predictor and transformer on SmolLM2-135M-Instruct.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -128,9 +129,9 @@ def generate(pair, seed=None, temperature=1.0, prompt=PROMPT, max_tokens=TOKENS)
     return answer.json()["output_ids"]
 
 
-def test_the_same_seed_gives_the_same_tokens_alone_and_in_a_busy_batch(pair):
-    alone = generate(pair, seed=1234)
-    assert generate(pair, seed=1234) == alone
+@contextlib.contextmanager
+def running_counts(pair):
+    """The predictor's running-requests gauge, sampled while the block runs."""
     running, done = [], threading.Event()
 
     def watch():
@@ -141,15 +142,21 @@ def test_the_same_seed_gives_the_same_tokens_alone_and_in_a_busy_batch(pair):
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        with ThreadPoolExecutor(5) as pool:
-            jobs = [pool.submit(generate, pair, seed=1234), pool.submit(generate, pair, seed=4321),
-                    pool.submit(generate, pair, seed=None, prompt="Write a poem about rain.", max_tokens=48),
-                    pool.submit(generate, pair, seed=1234, prompt="Tell me about cats.", max_tokens=48),
-                    pool.submit(generate, pair, seed=None)]
-            same, other, *_ = [job.result() for job in jobs]
+        yield running
     finally:
         done.set()
         watcher.join()
+
+
+def test_the_same_seed_gives_the_same_tokens_alone_and_in_a_busy_batch(pair):
+    alone = generate(pair, seed=1234)
+    assert generate(pair, seed=1234) == alone
+    with running_counts(pair) as running, ThreadPoolExecutor(5) as pool:
+        jobs = [pool.submit(generate, pair, seed=1234), pool.submit(generate, pair, seed=4321),
+                pool.submit(generate, pair, seed=None, prompt="Write a poem about rain.", max_tokens=48),
+                pool.submit(generate, pair, seed=1234, prompt="Tell me about cats.", max_tokens=48),
+                pool.submit(generate, pair, seed=None)]
+        same, other, *_ = [job.result() for job in jobs]
     assert max(running) > 1, f"the requests never shared the running batch: {sorted(set(running))}"
     assert same == alone
     assert other != alone
@@ -185,3 +192,24 @@ def test_the_openai_chat_route_passes_the_seed_through(pair):
         first, again, other = pool.map(chat, (77, 77, 78))
     assert first == again
     assert first != other
+
+
+def test_greedy_beside_sampled_and_seeded_requests_matches_model_generate(pair, reference):
+    greedy, tokenizer = reference
+    ids = tokenizer(PROMPT)["input_ids"]
+    expected = greedy(ids, TOKENS)
+
+    def plain() -> list[int]:
+        return httpx.post(f"{pair.predictor_url}/v2/models/{pair.model_name}/generate", timeout=300,
+                          json={"input_ids": ids, "parameters": {"max_tokens": TOKENS, "temperature": 0}}).json()[
+                              "output_ids"]
+
+    with running_counts(pair) as running, ThreadPoolExecutor(4) as pool:
+        others = [pool.submit(generate, pair, seed=seed, prompt="Write a poem about rain.", max_tokens=48)
+                  for seed in (None, 11)]
+        answers = [pool.submit(plain) for _ in range(2)]
+        for job in others:
+            job.result()
+        answers = [job.result() for job in answers]
+    assert max(running) > 2, f"the greedy requests never shared the batch: {sorted(set(running))}"
+    assert answers == [expected, expected]
