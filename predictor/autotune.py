@@ -26,7 +26,7 @@ LENGTHS = (16, 64, 256)  # a short sentence, a paragraph, a long text (capped at
 NEAR_BEST = 0.97  # within this share of the best throughput, the smaller batch wins (less latency, noise)
 # While several API keys send work, batches fit this share of the budget: the forward a light key's
 # request waits behind is short (tests/resilience/test_fairness.py)
-SHARED_SHARE = 0.4
+SHARED_SHARE = 0.2
 MAX_MEASURE_S = 30.0  # a restart must stay quick: stop measuring after this long
 
 Timing = Callable[[int, int], float]

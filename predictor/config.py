@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
               help="the forward-pass time auto batch limits stay within (auto: 50 on CPU, 20 on GPU)")
     flags.add(g, "shared_batch_latency_ms", "auto", autotune.float_or_auto,
               help="while more than one API key sent work in the last 2 s, batches fit this forward-pass time, "
-              "so another key's request waits behind short ones (auto: 0.4 x the latency budget; 0: off)")
+              "so another key's request waits behind short ones (auto: 0.2 x the latency budget; 0: off)")
     flags.add(g, "engine", "auto", choices=["auto", "torch", "onnx"],
               help="auto: whichever of torch and ONNX Runtime (model.onnx in the snapshot) measures faster")
     flags.add(g, "compile", False, bool, help="torch.compile the forward; warm-up compiles every length bucket")

@@ -63,7 +63,10 @@ async def scenario(url: str, keys_on: bool, rate: float | None = None) -> dict:
 def run_pair(model_dir, tmp_path, keys_on: bool, rate: float | None = None) -> dict:
     keys = tmp_path / "keys"
     keys.write_text(f"{KEYS['flood']}\n{KEYS['calm']}\n")
-    predictor, _ = procs.start_predictor(model_dir=model_dir, log_dir=tmp_path)
+    # The predictor on one core, the flood's client and the transformer on the other, as pods with CPU
+    # limits of their own would be (as in test_goodput.py): on two shared cores the flood's client and the
+    # transformer's HTTP work slow the model's forward itself, which no scheduling can undo.
+    predictor, _ = procs.start_predictor(model_dir=model_dir, log_dir=tmp_path, extra=["--cpu_threads", "1"])
     try:
         extra = ["--api_keys_file", str(keys)] if keys_on else []
         transformer, _ = procs.start_transformer(predictor.url.removeprefix("http://"), model_dir=model_dir,
@@ -86,9 +89,8 @@ def test_a_flooding_key_does_not_starve_another(model_dir, tmp_path):
               f"during the flood ({got['loaded'] / got['unloaded']:.1f}x; p50 {got['p50'][0] * 1e3:.0f} and "
               f"{got['p50'][1] * 1e3:.0f} ms), {got['refused']} of its requests refused")
     assert fair["refused"] == 0 and fair["flood"].get("429", 0) > 0  # the flood, not the other key, was refused
-    # The issue's target is p99 within 2x; on this 2-core box, where the flood's client, the transformer and
-    # the predictor share both cores, the other key's sequence still waits for the forward running (kept
-    # short while several keys send work: --shared_batch_latency_ms): 2.9-4.1x at p99 here (quoted in the
-    # issue). Asserted is what holds on any box: the other key is served, within 10x, far ahead of one queue.
-    assert fair["loaded"] <= 10 * fair["unloaded"], fair
+    # The issue's target is p99 within 2x: measured 1.6-2.1x here (the other key waits only for a short forward
+    # while several keys send work: --shared_batch_latency_ms). A p99 of 32 requests on a shared CI machine is
+    # noisy, so asserted is a bound with room: within 4x, and far ahead of one shared queue.
+    assert fair["loaded"] <= 4 * fair["unloaded"], fair
     assert fair["loaded"] * 5 <= shared["loaded"], (fair, shared)
