@@ -5,6 +5,7 @@
     python -m loadtest.bench --quick --rounds 2   # the same twice, interleaved: A, B, snapserve, A, B, snapserve
     python -m loadtest.bench --compare-batching   # issue 2's first version: 32 clients, batching off vs on
     python -m loadtest.bench --device cuda        # passed through to every server and to the limit
+    python -m loadtest.bench --generate [--quick] # text generation: 1 / 8 / 32 chat clients (bench_generate.py)
 
 Targets run one after another on the same machine and model (never at once: they would share the
 cores). Every run also sends client batches of 64 sentences, and (unless --no-engines) fills the
@@ -180,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # a SIGTERM (timeout(1), a CI cancel) unwinds like Ctrl-C, so every started server is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--generate" in argv:  # the generation rows: their own targets and load (loadtest/bench_generate.py)
+        from loadtest import bench_generate
+
+        return bench_generate.main([x for x in argv if x != "--generate"])
     a = parse(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     settings = Settings(model_dir=a.model_dir, model_name=a.model_name, device=a.device, log_dir=a.out / "logs",
