@@ -68,7 +68,7 @@ class Sampling:
 TOP_P_OFF = 2.0  # a top_p the library's top-p leaves every score of (at 1.0 it still masks tokens of probability 0)
 NO_SEED = -1  # a draw argument for a sampled request without a seed: it draws from the engine's shared stream
 GREEDY = -2  # a draw argument for a greedy request: its scores are left alone for the manager's argmax
-DRAW_BITS = 24  # float32's mantissa: finer uniforms would be lost in the float32 cumulative sum
+DRAW_BITS = 24  # the key of a seeded row's noise (the processors' argument rows are int32)
 
 
 def seeded_uniform(seed: int, position: int) -> int:
@@ -126,10 +126,32 @@ CHANGES = {  # per library processor: the rows whose value is not an exact no-op
 }
 
 
+MASK32 = 0xFFFFFFFF
+
+
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    """murmur3's 32-bit finaliser on int64 tensors holding 32-bit values (products wrap; the mask keeps
+    the low 32 bits): tensor ops only, the same on CPU and GPU."""
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & MASK32
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & MASK32
+    return h ^ (h >> 16)
+
+
+def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[B, V] float32 Gumbel(0, 1) noise: row b's from ``keys[b]`` (a ``seeded_uniform``) and the token index."""
+    index = torch.arange(vocab, device=keys.device, dtype=torch.int64)
+    h = _mix32((keys.to(torch.int64).unsqueeze(-1) * 0x9E3779B1 + index) & MASK32)
+    h = _mix32((h + 0x632BE5AB * (keys.to(torch.int64).unsqueeze(-1) + 1)) & MASK32)
+    uniform = (h.to(torch.float64) + 0.5) * 2.0**-32  # in (0, 1)
+    return (-torch.log(-torch.log(uniform))).to(torch.float32)
+
+
 class TokenDraw(ContinuousBatchingLogitsProcessor):
     """The last logits processor: it draws the next token of every sampled request and masks every
     other token to ``-inf``, so that the manager's argmax (the manager runs with ``do_sample=False``)
-    can only pick that one. A request with a ``seed`` draws by inverse CDF with its own uniform draw
+    can only pick that one. A request with a ``seed`` draws by Gumbel-max with noise of its own
     (the same prompt, parameters and seed give the same tokens whatever shares the batch); one without
     draws from the engine's shared stream (``torch.multinomial``, as the manager would). A greedy
     request's row is left alone: the manager's argmax of its raw logits is ``generate(do_sample=False)``'s
@@ -158,12 +180,12 @@ class TokenDraw(ContinuousBatchingLogitsProcessor):
     def draw(scores: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
         """``scores`` [B, V] with each sampled row's drawn token alone left finite; greedy rows as they are."""
         probs = scores.softmax(dim=-1)  # [B, V]
-        cdf = probs.cumsum(dim=-1)
-        uniform = draws.clamp(min=0).to(torch.float32).unsqueeze(-1) * 2.0**-DRAW_BITS  # [B, 1] in [0, 1)
-        token = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).clamp(max=scores.size(-1) - 1)
-        # float rounding may land on a token of probability 0 (past the end): the argmax then, never a
-        # row with nothing left to sample
-        token = torch.where(probs.gather(-1, token) > 0, token, probs.argmax(dim=-1, keepdim=True))
+        # Gumbel-max: argmax(scores + Gumbel noise) is a draw from softmax(scores). The noise of a token is
+        # a function of the row's key and the token's index alone, so a tiny change in the logits (the same
+        # request in another batch computes them in other shapes) moves the draw only when its two best
+        # candidates are that close; an inverse CDF over 49k float32 sums moved it whenever the draw fell
+        # near any boundary (seen on CI: the same seed gave another token alone than in a busy batch).
+        token = (scores.float() + gumbel_noise(draws.clamp(min=0), scores.size(-1))).argmax(dim=-1, keepdim=True)
         shared = torch.multinomial(probs, num_samples=1)  # [B, 1]; the engine's stream (--generate_seed)
         token = torch.where((draws >= 0).unsqueeze(-1), token, shared)
         keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, token, True)
