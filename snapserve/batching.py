@@ -479,11 +479,12 @@ class Batcher:
         window = 4 * self.limits.max_batch_size
         count = min(window, len(self._pending))
         head = [self._pending[i] for i in range(count)]
-        limits = self._batch_limits()
+        shared = bool(self.limits.shared_batch_size) and self._shared()
+        limits = self._batch_limits(shared)
         if self._group_by_tenant:  # the oldest tag's tenant only; the others keep their places
             tenant = head[0][0].tenant
             head = [p for p in head if p[0].tenant == tenant]
-        elif limits.max_batch_size < self.limits.max_batch_size:  # several keys: a light one's batch is its own
+        elif shared and limits.max_batch_size < self.limits.max_batch_size:  # cut for several keys: a light one's batch is its own
             backlogged = {t for t, n in self._queued.items() if n >= limits.max_batch_size}
             if head[0][0].tenant not in backlogged:
                 head = [p for p in head if p[0].tenant not in backlogged]
@@ -504,12 +505,12 @@ class Batcher:
         self._observer.queue_depth(len(self._pending))
         return Batch(items)
 
-    def _batch_limits(self) -> BatchLimits:
-        """The limits, with the size cut to ``max_batch_s`` of measured throughput when that is set: a
+    def _batch_limits(self, shared: bool = False) -> BatchLimits:
+        """The limits (the shared ones when ``shared``), with the size cut to ``max_batch_s`` of measured throughput when that is set: a
         request waits for its whole batch (the transformer: its whole predictor call), so under a
         deadline a batch must not be longer than a fraction of it."""
         limits = self.limits
-        if limits.shared_batch_size and self._shared():
+        if shared:
             limits = dataclasses.replace(
                 limits, max_batch_size=min(limits.max_batch_size, limits.shared_batch_size),
                 max_batch_tokens=min(limits.max_batch_tokens, limits.shared_batch_tokens or limits.max_batch_tokens))
