@@ -4,7 +4,9 @@ Knows nothing of kserve, HTTP or torch. A request holds one or more sequences (t
 any length); the scheduler packs sequences from all queued requests into batches of at most
 ``max_batch_size`` sequences and ``max_batch_tokens`` padded tokens, grouping similar lengths
 around the oldest waiting sequence (no starvation, little padding). It waits up to
-``max_delay_ms`` for more work only while every instance is idle and the batch is small; while
+``max_delay_ms`` for more work only while every instance is idle, the batch is small and requests
+are arriving close together (the one at the head came within ``RECENT_ARRIVALS`` x the delay of the
+one before it: a lone caller's request starts at once, since nothing else is coming); while
 instances are busy the queue fills on its own and a full batch is prepared before an instance
 frees up. ``prepare`` (padding, tensor building) and ``execute`` (the forward pass) run on
 worker threads, never on the event loop; results are split back to each request in order. A
@@ -39,6 +41,8 @@ import numpy as np
 # deadline: taken at the limit, it would be answered at its deadline, when its client may be gone (and
 # the estimate is an estimate). Under overload the queue then holds about half a deadline of work.
 ADMIT_SHARE = 0.5
+# max_delay_ms holds a batch only for a request that came within this many delays of the one before it
+RECENT_ARRIVALS = 4
 
 
 class QueueFull(Exception):
@@ -138,7 +142,7 @@ class Work(list):
 
 
 class _Request:
-    __slots__ = ("arrived", "cancelled", "context", "future", "remaining", "rows", "sequences", "start", "step",
+    __slots__ = ("after", "arrived", "cancelled", "context", "future", "remaining", "rows", "sequences", "start", "step",
                  "tasks", "tenant")
 
     def __init__(self, sequences: Sequence[np.ndarray], future: asyncio.Future, context: Any = None,
@@ -150,6 +154,7 @@ class _Request:
         self.rows: list[Any] = [None] * len(sequences)
         self.remaining = len(sequences)
         self.arrived = time.monotonic()
+        self.after = float("inf")  # seconds since the request before it arrived (set by submit)
         self.cancelled = False
         self.tasks: set[asyncio.Task] = set()  # running async executions that carry its sequences
 
@@ -253,6 +258,7 @@ class Batcher:
         self._flying: collections.Counter[str] = collections.Counter()  # executions in flight per tenant
         self._running = 0  # sequences in executions started and not finished
         self._seen: dict[str, float] = {}  # each tenant's last submit (monotonic), for the shared limits
+        self._last_arrival = float("-inf")
         self._wakeup: asyncio.Event | None = None
         self._free: asyncio.Queue[int] | None = None
         self._busy = 0
@@ -310,6 +316,7 @@ class Batcher:
             self._seen[tenant] = time.monotonic()
         start = max(self._served_tag, self._last_tag.get(tenant, 0.0))
         req = _Request(sequences, loop.create_future(), context, tenant, start, 1.0 / weight)
+        req.after, self._last_arrival = req.arrived - self._last_arrival, req.arrived
         self._last_tag[tenant] = req.tag(len(sequences) - 1)
         self._enqueue(req)
         self._observer.queue_depth(len(self._pending))
@@ -460,9 +467,13 @@ class Batcher:
             return exc
 
     async def _wait_for_fill(self) -> None:
-        """Hold a small batch back for up to max_delay_ms, but only while every instance is idle."""
+        """Hold a small batch back for up to max_delay_ms, but only while every instance is idle and
+        requests arrive close together: at one client (the next request comes only after this one's
+        answer) the wait was pure latency, 1.4 ms of a 21 ms request through both tiers."""
         limits = self.limits
         if self._draining or limits.max_delay_ms <= 0:
+            return
+        if self._pending[0][0].after > RECENT_ARRIVALS * limits.max_delay_ms / 1000:
             return
         deadline = self._pending[0][0].arrived + limits.max_delay_ms / 1000
         while self._busy == 0 and len(self._pending) < limits.max_batch_size:

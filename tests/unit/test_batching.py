@@ -118,10 +118,29 @@ def test_pick_groups_similar_lengths_around_the_oldest():
     assert sorted(len(req.sequences[i]) for i in chosen) == [28, 29, 30, 31]
 
 
-def test_max_delay_waits_for_more_work_when_idle():
+def test_max_delay_waits_for_more_work_when_idle_and_requests_come_close_together():
     async def main():
         rec = Recorder()
         b = await started(rec, max_batch_size=64, max_delay_ms=150)
+        await b.submit(seqs(1))  # the first request of all: nothing came before it, it starts at once
+        first = asyncio.ensure_future(b.submit(seqs(3)))  # right after the one before: held for more
+        await asyncio.sleep(0.03)
+        second = asyncio.ensure_future(b.submit(seqs(3)))
+        await asyncio.gather(first, second)
+        await b.drain()
+        return rec
+
+    rec = run(main())
+    assert rec.batches == [[1], [3, 3]]
+
+
+def test_a_lone_request_is_not_held_for_work_that_is_not_coming():
+    """One client: its next request comes only after this one's answer, so waiting is pure latency."""
+    async def main():
+        rec = Recorder()
+        b = await started(rec, max_batch_size=64, max_delay_ms=150)
+        await b.submit(seqs(1))
+        await asyncio.sleep(4 * 0.150 + 0.1)  # longer than RECENT_ARRIVALS delays since the last arrival
         first = asyncio.ensure_future(b.submit(seqs(3)))
         await asyncio.sleep(0.03)
         second = asyncio.ensure_future(b.submit(seqs(3)))
@@ -130,7 +149,7 @@ def test_max_delay_waits_for_more_work_when_idle():
         return rec
 
     rec = run(main())
-    assert rec.batches == [[3, 3]]
+    assert rec.batches == [[1], [3], [3]]  # held for 150 ms, the first would have taken the second in
 
 
 def test_no_delay_when_max_delay_is_zero():
