@@ -92,8 +92,7 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "compile", False, bool, help="torch.compile the forward; warm-up compiles every length bucket")
     flags.add(g, "quantize", "none", choices=["none", "int8"],
               help="int8: ONNX Runtime dynamic int8, kept only if it passes the start-up quality check")
-    flags.add(g, "max_delay_ms", 0.0, float, help="longest wait for more work while the device is idle "
-              "(0: an idle device starts at once; the transformer in front already coalesces)")
+    flags.add(g, "max_delay_ms", 1.0, float, help="longest wait for more work while the device is idle")
     flags.add(g, "instances", 1, int, help="model executions at once over shared weights")
     flags.add(g, "cpu_threads", 0, int, help="CPU threads for the model on CPU, split across instances "
               "(0: every core; set it to the pod's CPU limit)")
