@@ -118,29 +118,19 @@ def test_pick_groups_similar_lengths_around_the_oldest():
     assert sorted(len(req.sequences[i]) for i in chosen) == [28, 29, 30, 31]
 
 
-def test_max_delay_waits_for_more_work_when_idle_and_requests_come_close_together():
+@pytest.mark.parametrize(("pause_s", "batches"), [
+    # right after the one before: held for more, and the request 30 ms later joins it
+    (0.0, [[1], [3, 3]]),
+    # one client: longer than RECENT_ARRIVALS delays since the last arrival, nothing else is coming, so
+    # waiting would be pure latency; held for 150 ms, the first would have taken the second in
+    (4 * 0.150 + 0.1, [[1], [3], [3]]),
+], ids=["close-together", "lone-request"])
+def test_max_delay_holds_an_idle_batch_only_while_requests_come_close_together(pause_s, batches):
     async def main():
         rec = Recorder()
         b = await started(rec, max_batch_size=64, max_delay_ms=150)
         await b.submit(seqs(1))  # the first request of all: nothing came before it, it starts at once
-        first = asyncio.ensure_future(b.submit(seqs(3)))  # right after the one before: held for more
-        await asyncio.sleep(0.03)
-        second = asyncio.ensure_future(b.submit(seqs(3)))
-        await asyncio.gather(first, second)
-        await b.drain()
-        return rec
-
-    rec = run(main())
-    assert rec.batches == [[1], [3, 3]]
-
-
-def test_a_lone_request_is_not_held_for_work_that_is_not_coming():
-    """One client: its next request comes only after this one's answer, so waiting is pure latency."""
-    async def main():
-        rec = Recorder()
-        b = await started(rec, max_batch_size=64, max_delay_ms=150)
-        await b.submit(seqs(1))
-        await asyncio.sleep(4 * 0.150 + 0.1)  # longer than RECENT_ARRIVALS delays since the last arrival
+        await asyncio.sleep(pause_s)
         first = asyncio.ensure_future(b.submit(seqs(3)))
         await asyncio.sleep(0.03)
         second = asyncio.ensure_future(b.submit(seqs(3)))
@@ -148,8 +138,7 @@ def test_a_lone_request_is_not_held_for_work_that_is_not_coming():
         await b.drain()
         return rec
 
-    rec = run(main())
-    assert rec.batches == [[1], [3], [3]]  # held for 150 ms, the first would have taken the second in
+    assert run(main()).batches == batches
 
 
 def test_no_delay_when_max_delay_is_zero():
