@@ -97,9 +97,9 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "cpu_threads", 0, int, help="CPU threads for the model on CPU, split across instances "
               "(0: every core; set it to the pod's CPU limit)")
     flags.add(g, "max_queue_sequences", 4096, int, help="sequences waiting before new requests get 429")
-    # Off by default: with bf16 on a CPU the predictor's memory grew 14-19% within a minute of varied
-    # traffic (fp32: 2%), not yet explained; it is ~3x faster per forward on this AMX box.
-    flags.add(g, "cpu_bf16", False, bool, help="with --dtype auto on a CPU with native bf16 (AVX-512 BF16/AMX): "
+    # On by default again: the memory growth that once made it opt-in was oneDNN's two per-shape kernel
+    # caches (bounded in predictor/precision.py); ~2x faster per batched forward on an AMX box.
+    flags.add(g, "cpu_bf16", True, bool, help="with --dtype auto on a CPU with native bf16 (AVX-512 BF16/AMX): "
               "bf16 when a check against fp32 gives cosine >= 0.999")
     flags.add(g, "tuning_cache", tuning_cache.DEFAULT_DIR, str, help="folder where start-up keeps what it measured "
               "(engine race, batch tuning) for the next start on the same machine and flags: a restarted container "

@@ -96,6 +96,9 @@ class TorchEngine:
         if self.device.type == "cuda":
             self.streams = [torch.cuda.Stream(self.device) for _ in range(instances)]
         else:
+            from predictor import precision
+
+            log.info("oneDNN kernel caches (bf16 matmuls): %s", precision.bound_kernel_caches())
             # OpenMP teams are per calling thread: N concurrent executions split the budget
             torch.set_num_threads(threads_per_instance(cpu_threads, instances))
             self.streams = [None] * instances

@@ -60,3 +60,10 @@ def test_a_cpu_without_bf16_or_a_failed_check_keeps_fp32(model_dir, monkeypatch,
     eng = engine.TorchEngine(model_dir, info, dtype="auto")
     assert eng.describe()["dtype"] == "float32" and "refused" in caplog.text
     assert next(eng.model.parameters()).dtype == engine.torch.float32
+
+
+def test_onednn_kernel_caches_are_capped_unless_the_environment_sets_them():
+    environ = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}
+    assert precision.bound_kernel_caches(environ) == {"LRU_CACHE_CAPACITY": str(precision.KERNEL_CACHE_ENTRIES),
+                                                      "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}
+    assert environ["LRU_CACHE_CAPACITY"] == "128"
