@@ -179,10 +179,17 @@ def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str =
     ``python -m predictor.export_onnx``), or with ``auto`` whichever measures faster here (or measured
     faster at an earlier start on this machine: ``cache``, predictor/tuning_cache.py)."""
     info = metadata.read(model_dir, task, max_length)
-    if engine == "auto" and cache is not None and cache.get("engine") in ("torch", "onnx"):
-        picked = load(model_dir, task, device, dtype, instances, cpu_threads, max_length, cache.get("engine"),
-                      compile, quantize, cpu_bf16)
-        log.info("engine auto: %s (measured faster at an earlier start, %s)", cache.get("engine"), cache.path)
+    from predictor import engine_split
+
+    known = cache.get("engine") if engine == "auto" and cache is not None else None
+    split = engine_split.parse(known) if isinstance(known, str) else None
+    if known in ("torch", "onnx") or split:
+        def one(name: str):
+            return load(model_dir, task, device, dtype, instances, cpu_threads, max_length, name, compile, quantize,
+                        cpu_bf16)
+
+        picked = engine_split.SplitEngine(one(split[0]), one(split[2]), split[1]) if split else one(known)
+        log.info("engine auto: %s (measured faster at an earlier start, %s)", known, cache.path)
         return picked
     if engine == "torch" and quantize != "none":
         raise SnapshotInvalid(f"--quantize {quantize} needs --engine onnx (or auto)")

@@ -17,7 +17,7 @@ from kserve import InferRequest
 
 from predictor.config import Settings
 from snapserve import deadlines, kserve_compat, metrics, tenants, tensors, tokenizer
-from snapserve.batching import Batcher
+from snapserve.batching import Batcher, instance_threads
 from snapserve.errors import ServingError, batcher_refusals, json_object
 from snapserve.metadata import CLASSIFICATION, RERANK
 
@@ -40,9 +40,11 @@ class SnapshotModel(kserve.Model):
         if s.verify_snapshot and snapshot.verify(s.model_dir):
             log.info("snapshot manifest verified: %s", s.model_dir / snapshot.MANIFEST)
         cache = tuning_cache.for_settings(s) if s.tuning_cache else None
-        self.engine = engine.load(s.model_dir, s.task, s.device, s.dtype, s.instances, s.cpu_threads, s.max_length,
-                                  engine=s.engine, compile=s.compile, quantize=s.quantize, cpu_bf16=s.cpu_bf16,
-                                  cache=cache)
+        # loading (with its fp32/bf16 check and the engine race) runs on the thread that serves instance 0
+        threads = instance_threads(s.instances)
+        self.engine = threads[0].submit(
+            engine.load, s.model_dir, s.task, s.device, s.dtype, s.instances, s.cpu_threads, s.max_length,
+            engine=s.engine, compile=s.compile, quantize=s.quantize, cpu_bf16=s.cpu_bf16, cache=cache).result()
         self.info = self.engine.info
         if (s.model_dir / "tokenizer.json").is_file():
             self.encoder = tokenizer.TextEncoder(s.model_dir, self.info)
@@ -51,7 +53,7 @@ class SnapshotModel(kserve.Model):
         log.info("model %s: %s max_length=%d instances=%d", s.model_name,
                  " ".join(f"{k}={v}" for k, v in self.engine.describe().items()), self.max_length, s.instances)
         self.batcher = Batcher(self.engine.prepare, self.engine.execute, s.batch_limits(), metrics.BatchObserver(),
-                               on_drop=metrics.SEQUENCES_DROPPED.labels("predictor").inc)
+                               on_drop=metrics.SEQUENCES_DROPPED.labels("predictor").inc, threads=threads)
         # warm-up on the threads that will serve (Batcher's one per instance), then the auto limits from it
         self.batcher.limits = autotune.tune(self.engine, self.batcher, s, self.max_length, cache)
         metrics.GPU_USED.set_function(lambda: self.engine.gpu_memory()[0])

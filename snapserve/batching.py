@@ -219,6 +219,14 @@ def pick(pending: Sequence[tuple[_Request, int]], limits: BatchLimits, window: i
     return sorted(order[lo:hi])
 
 
+def instance_threads(instances: int) -> list[concurrent.futures.ThreadPoolExecutor]:
+    """One thread per instance, always the same, for everything that runs the model, loading included.
+    A CPU build of torch keeps an OpenMP team per calling thread, and once libgomp manages more threads
+    than there are cores it stops spinning between parallel regions: a second team (the main thread's,
+    from loading the weights there) made a 1-sentence forward 4.6 -> 10.7 ms on 2 cores."""
+    return [concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"batch-exec-{i}") for i in range(instances)]
+
+
 class Batcher:
     """Queue + scheduler + N concurrent executors over ``prepare`` and ``execute``.
 
@@ -240,6 +248,7 @@ class Batcher:
         on_drop: Callable[[int], None] | None = None,
         group_by_tenant: bool = False,
         max_batch_s: float = 0.0,
+        threads: Sequence[concurrent.futures.ThreadPoolExecutor] | None = None,
     ):
         self.limits = limits
         self._prepare = prepare
@@ -266,10 +275,7 @@ class Batcher:
         self._scheduler: asyncio.Task | None = None
         self._draining = False
         self._prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batch-prep")
-        # One thread per instance, always the same: a CPU build of torch keeps an OpenMP team per
-        # calling thread, and teams of several threads spinning at once starve each other.
-        self._exec_pools = [concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"batch-exec-{i}")
-                            for i in range(limits.instances)]
+        self._exec_pools = list(threads) if threads is not None else instance_threads(limits.instances)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
