@@ -93,7 +93,8 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "quantize", "none", choices=["none", "int8"],
               help="int8: ONNX Runtime dynamic int8, kept only if it passes the start-up quality check")
     flags.add(g, "max_delay_ms", 1.0, float, help="longest wait for more work while the device is idle")
-    flags.add(g, "instances", 1, int, help="model executions at once over shared weights")
+    flags.add(g, "instances", "auto", autotune.int_or_auto, help="model executions at once over shared weights "
+              "(auto: 1 on a GPU; on a CPU one per core of --cpu_threads, at most 4, each single-threaded)")
     flags.add(g, "cpu_threads", 0, int, help="CPU threads for the model on CPU, split across instances "
               "(0: every core; set it to the pod's CPU limit)")
     flags.add(g, "max_queue_sequences", 4096, int, help="sequences waiting before new requests get 429")
@@ -110,12 +111,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def instances(args) -> int:
+    if args.instances != autotune.AUTO:
+        return args.instances
+    from predictor import engine
+
+    return engine.auto_instances(args.device, args.cpu_threads)
+
+
 def load(argv: list[str] | None = None) -> Settings:
     args = parser().parse_args(argv)
     return Settings(
         model_name=args.model_name, model_dir=Path(args.model_dir), task=args.task, device=args.device,
         dtype=args.dtype, max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens,
-        max_delay_ms=args.max_delay_ms, instances=args.instances, cpu_threads=args.cpu_threads,
+        max_delay_ms=args.max_delay_ms, instances=instances(args), cpu_threads=args.cpu_threads,
         max_queue_sequences=args.max_queue_sequences, max_length=args.max_length, warmup=args.warmup,
         verify_snapshot=args.verify_snapshot, http_port=args.http_port, grpc_port=args.grpc_port,
         workers=args.workers, grace_period=args.grace_period,

@@ -127,7 +127,7 @@ def test_tuning_the_real_model_through_the_real_batcher(model_dir, caplog):
     from snapserve.batching import Batcher
 
     eng = engine.load(model_dir, engine="torch", dtype="float32")
-    s = pconfig.load(["--max_batch_latency_ms", "40"])
+    s = pconfig.load(["--max_batch_latency_ms", "40", "--instances", "1"])
     batcher = Batcher(eng.prepare, eng.execute, s.batch_limits())
     caplog.set_level("INFO", "snapserve.predictor")
     limits = autotune.tune(eng, batcher, s, eng.info.max_length)
@@ -153,10 +153,10 @@ def test_explicit_limits_win_and_no_warmup_uses_the_device_fallback(model_dir):
     from snapserve.batching import Batcher
 
     eng = engine.load(model_dir, engine="torch", dtype="float32")
-    s = pconfig.load(["--max_batch_size", "8", "--max_batch_tokens", "333", "--warmup", "false"])
+    s = pconfig.load(["--max_batch_size", "8", "--max_batch_tokens", "333", "--warmup", "false", "--instances", "1"])
     limits = autotune.tune(eng, Batcher(eng.prepare, eng.execute, s.batch_limits()), s, eng.info.max_length)
     assert (limits.max_batch_size, limits.max_batch_tokens) == (8, 333)
     assert gauge("max_batch_size") == 8
-    s = pconfig.load(["--warmup", "false"])
+    s = pconfig.load(["--warmup", "false", "--instances", "1"])
     limits = autotune.tune(eng, Batcher(eng.prepare, eng.execute, s.batch_limits()), s, eng.info.max_length)
     assert (limits.max_batch_size, limits.max_batch_tokens) == autotune.FALLBACK["cpu"]
