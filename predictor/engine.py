@@ -23,7 +23,7 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
-from predictor import heads, heap
+from predictor import engine_split, heads, heap
 from snapserve import metadata, tokenizer
 from snapserve.metadata import ModelInfo, SnapshotInvalid
 
@@ -61,7 +61,7 @@ def cpu_budget(cpu_threads: int = 0, environ=os.environ) -> int:
 
 # On a CPU, N single-threaded instances beat one instance of N threads: no OpenMP barrier per operator,
 # and one batch's Python and tokenizer work overlaps another's forward. On 2 cores, 2 x 1 against 1 x 2,
-# through both servers (same bench run each): 8 clients x 64 sentences 1,024-1,152 -> 1,613-1,702
+# through both servers, with --cpu_bf16 true (same bench run each): 8 clients x 64 sentences 1,024-1,152 -> 1,613-1,702
 # sentences/s, 32 clients 378-411 -> 428-437 req/s, 1 client p50 within noise. Capped: past a few,
 # each instance's batches only grow slower.
 MAX_AUTO_CPU_INSTANCES = 4
@@ -197,8 +197,6 @@ def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str =
     ``python -m predictor.export_onnx``), or with ``auto`` whichever measures faster here (or measured
     faster at an earlier start on this machine: ``cache``, predictor/tuning_cache.py)."""
     info = metadata.read(model_dir, task, max_length)
-    from predictor import engine_split
-
     known = cache.get("engine") if engine == "auto" and cache is not None else None
     split = engine_split.parse(known) if isinstance(known, str) else None
     if known in ("torch", "onnx") or split:
@@ -206,7 +204,7 @@ def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str =
             return load(model_dir, task, device, dtype, instances, cpu_threads, max_length, name, compile, quantize,
                         cpu_bf16)
 
-        picked = engine_split.SplitEngine(one(split[0]), one(split[2]), split[1]) if split else one(known)
+        picked = engine_split.SplitEngine(one(split[0]), one(split[1]), split[2]) if split else one(known)
         log.info("engine auto: %s (measured faster at an earlier start, %s)", known, cache.path)
         return picked
     if engine == "torch" and quantize != "none":

@@ -63,10 +63,10 @@ def split_point(times: dict[str, list[float]], shapes: Sequence[tuple[int, int]]
     return winners[0], winners[-1], int(math.sqrt(below * above))
 
 
-def parse(label: str) -> tuple[str, int, str] | None:
-    """``onnx<=96<torch`` -> ("onnx", 96, "torch"); None for a single engine's name."""
+def parse(label: str) -> tuple[str, str, int] | None:
+    """``onnx<=96<torch`` -> ("onnx", "torch", 96), as ``split_point`` gives it; None for one engine's name."""
     small, sep, rest = label.partition("<=")
     tokens, sep2, large = rest.partition("<")
     if not (sep and sep2 and tokens.isdigit() and small and large):
         return None
-    return small, int(tokens), large
+    return small, large, int(tokens)

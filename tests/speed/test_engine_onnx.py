@@ -132,3 +132,15 @@ def test_copying_a_snapshot_keeps_model_onnx(tmp_path, onnx_model):
     shutil.rmtree(out, ignore_errors=True)
     snapshot.export(onnx_model, out)
     assert (out / "model.onnx").is_file() and snapshot.verify(out)
+
+
+def test_a_split_kept_by_the_tuning_cache_is_served_again_without_a_race(onnx_model, tmp_path, caplog):
+    from predictor import tuning_cache
+
+    cache = tuning_cache.TuningCache(str(tmp_path), "split")
+    cache.put("engine", "onnx<=128<torch")
+    caplog.set_level("INFO", "snapserve.predictor")
+    eng = engine.load(onnx_model, engine="auto", cache=tuning_cache.TuningCache(str(tmp_path), "split"))
+    assert eng.describe()["engine"] == "onnx<=128<torch" and eng.max_small_tokens == 128
+    assert "measured faster at an earlier start" in caplog.text and "1x16" not in caplog.text  # no race ran
+    assert (eng.small.describe()["engine"], eng.large.describe()["engine"]) == ("onnx", "torch")

@@ -58,5 +58,5 @@ def test_each_batch_goes_by_its_padded_tokens():
 
 
 def test_the_label_the_tuning_cache_keeps_parses_back():
-    assert parse(SplitEngine(Named("onnx"), Named("torch"), 96).label()) == ("onnx", 96, "torch")
+    assert parse(SplitEngine(Named("onnx"), Named("torch"), 96).label()) == ("onnx", "torch", 96)
     assert parse("torch") is None and parse("onnx") is None and parse("a<=x<b") is None
