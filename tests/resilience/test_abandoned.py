@@ -49,14 +49,15 @@ def hang_up_run(drop: str, model_dir, tmp_path) -> dict:
             before = computed(predictor.url)
             texts = [f"sentence number {i} about nothing in particular" for i in range(SENTENCES)]
 
-            hung_up = []
+            hung_up, answered = [], []
 
             def client():
                 try:
                     httpx.post(f"{transformer.url}/v1/models/snap:predict", json={"instances": texts},
                                timeout=HANG_UP_S)
+                    answered.append(1)  # a fast machine may answer some in time
                 except httpx.TimeoutException:
-                    hung_up.append(1)  # the client is gone (a fast machine may answer some in time)
+                    hung_up.append(1)  # the client is gone
 
             threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
             for t in threads:
@@ -64,13 +65,21 @@ def hang_up_run(drop: str, model_dir, tmp_path) -> dict:
             for t in threads:
                 t.join()
             settle(predictor.url)
+            outcome = {o: metric(transformer.url, "snapserve_requests_total",
+                                 f'{{component="transformer",outcome="{o}"}}') for o in ("ok", "cancelled")}
+            deadline = time.monotonic() + 30
+            while sum(outcome.values()) < CLIENTS and time.monotonic() < deadline:  # each request's end counted
+                time.sleep(0.2)
+                outcome = {o: metric(transformer.url, "snapserve_requests_total",
+                                     f'{{component="transformer",outcome="{o}"}}') for o in outcome}
             return {
                 "computed": computed(predictor.url) - before,
                 "dropped": metric(predictor.url, "snapserve_sequences_dropped_total", '{component="predictor"}')
                 + metric(transformer.url, "snapserve_sequences_dropped_total", '{component="transformer"}'),
-                "cancelled": metric(transformer.url, "snapserve_requests_total",
-                                    '{component="transformer",outcome="cancelled"}'),
+                "cancelled": outcome["cancelled"],
+                "ok": outcome["ok"],
                 "hung_up": len(hung_up),
+                "answered": len(answered),
             }
         finally:
             transformer.stop()
@@ -88,7 +97,12 @@ def test_clients_that_hang_up_leave_no_work_behind(drop, model_dir, tmp_path):
     if drop == "true":
         assert got["computed"] <= 0.25 * total
         assert got["hung_up"] >= CLIENTS // 2, got  # the run shows something only if most gave up
-        assert got["dropped"] > 0 and got["cancelled"] == got["hung_up"]
+        assert got["dropped"] > 0
+        # every request ends once: answered, or cancelled when its client left. A client may time out just as
+        # its answer was complete (CI: 10 hung up, 9 cancelled): the server counts that one ok
+        late = got["ok"] - got["answered"]
+        assert got["cancelled"] + got["ok"] == CLIENTS and late >= 0, got
+        assert got["cancelled"] + late == got["hung_up"], got
     else:
         assert got["computed"] >= 0.9 * total  # the old behaviour, for the comparison
 
