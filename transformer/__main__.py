@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     kserve_compat.grpc_deadlines_and_errors()
     kserve_compat.limit_client_reads(settings.client_timeout_s, metrics.SLOW_CLIENTS_CLOSED.labels("transformer").inc)
     guard.install(model_server.app, settings.guard, log_access=settings.log_access, log_probes=settings.log_probes,
-                  ready_check=ready_check, drop_abandoned=settings.drop_abandoned)
+                  ready_check=ready_check, drop_abandoned=settings.drop_abandoned,
+                  door_check=(lambda headers: model.refuse_if_full(1, headers)) if hasattr(model, "refuse_if_full") else None)
     lifecycle.run(server, model, settings.grace_period)
     return 0
 

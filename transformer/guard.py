@@ -29,6 +29,7 @@ from pathlib import Path
 
 from snapserve import flags, gate, tenants
 from snapserve.bodylimit import header, reject
+from snapserve.errors import ServingError
 
 log = logging.getLogger("snapserve.guard")
 
@@ -175,11 +176,16 @@ def is_open(method: str, path: str) -> bool:
 
 
 class Guard:
-    """``app.add_middleware(Guard, keys=KeyRing|None, buckets=TokenBuckets|None, max_concurrent=0)``."""
+    """``app.add_middleware(Guard, keys=KeyRing|None, buckets=TokenBuckets|None, max_concurrent=0,
+    door_check=None)``. ``door_check(headers)`` (a dict of the request's headers, the tenant's included)
+    raises a ServingError when an inference request would be refused anyway: it is answered here, before
+    its body is read and parsed (under overload most requests are refused, and each costs the event loop
+    that also serves the accepted ones)."""
 
     def __init__(self, app, keys: KeyRing | None = None, buckets: TokenBuckets | None = None,
-                 max_concurrent: int = 0):
+                 max_concurrent: int = 0, door_check=None):
         self.app, self.keys, self.buckets, self.max_concurrent = app, keys, buckets, max_concurrent
+        self.door_check = door_check
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
@@ -210,11 +216,25 @@ class Guard:
             # shed at the door: past this, requests would only wait on this process's CPU
             return await reject(send, "overloaded", f"{self.in_flight} requests in progress (limit "
                                 f"{self.max_concurrent}); retry later", [(b"retry-after", b"1")])
+        if self.door_check is not None and scope["path"].endswith(gate.INFERENCE_PATHS):
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                return await reject(send, refusal.error_type, refusal.reason,
+                                    [(k.lower().encode(), v.encode()) for k, v in refusal.headers().items()])
         self.in_flight += 1
         try:
             return await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+    def refusal(self, scope) -> ServingError | None:
+        """The door check's 429/503, or None (a malformed header is left for the app's own 400)."""
+        try:
+            self.door_check({k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())})
+        except ServingError as exc:
+            return exc if exc.error_type in ("overloaded", "unavailable") else None
+        return None
 
 
 def bearer(scope) -> str:
@@ -224,7 +244,7 @@ def bearer(scope) -> str:
 
 
 def install(app, args, log_access: bool = False, log_probes: bool = False, ready_check=None,
-            drop_abandoned: bool = True) -> GuardSettings:
+            drop_abandoned: bool = True, door_check=None) -> GuardSettings:
     """Put the HTTP gate and, when configured, keys, rate limit and door shedding on kserve's app.
 
     ``args``: GuardSettings, parsed arguments, or settings carrying the flag names. Order from the
@@ -234,7 +254,8 @@ def install(app, args, log_access: bool = False, log_probes: bool = False, ready
     keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
     buckets = TokenBuckets(settings.rate_limit_rps, settings.burst) if settings.rate_limit_rps > 0 else None
     # always in place: without keys or limits it only drops a client's x-snapserve-tenant headers
-    inner = ((Guard, {"keys": keys, "buckets": buckets, "max_concurrent": settings.max_concurrent_requests}),)
+    inner = ((Guard, {"keys": keys, "buckets": buckets, "max_concurrent": settings.max_concurrent_requests,
+                      "door_check": door_check}),)
     gate.install(app, "transformer", settings.max_body_bytes, inner, log_access, log_probes, ready_check,
                  drop_abandoned)
     log.info("guard: api keys %s; rate limit %s; max body %d bytes; max concurrent requests %s",

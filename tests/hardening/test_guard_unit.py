@@ -150,6 +150,31 @@ def test_guard_sheds_past_max_concurrent_requests():
     assert asyncio.run(scenario()) == [200, 200, 429]
 
 
+def test_guard_door_check_refuses_before_the_body_is_read():
+    """A request the queue would refuse anyway (door_check raises 429/503) is answered by the guard
+    without its body being read; a malformed header is left to the app, and other paths are not checked."""
+    from snapserve.batching import BatchLimits, Batcher
+    from snapserve.errors import ServingError, batcher_refusals
+
+    full = Batcher(None, lambda batch: batch, BatchLimits(max_batch_size=1, max_delay_ms=0, max_queue_sequences=1))
+    full._pending.append((None, 0))  # one sequence waiting: the queue is full
+
+    def door(headers):
+        if headers.get("x-bad"):
+            raise ServingError("validation", "bad header")
+        with batcher_refusals():
+            full.admit(1)
+
+    app = guard.Guard(echo, door_check=door)
+    status, headers, body = call(app, scope(), chunks=(b"never read",))
+    assert status == 429 and int(headers[b"retry-after"]) >= 1, (status, headers)
+    assert orjson.loads(body)["error_type"] == "overloaded" and b"never read" not in body
+    assert call(app, scope(headers=[(b"x-bad", b"1")]), chunks=(b"read",))[0] == 200  # the app's own answer
+    assert call(app, scope(path="/v1/tokenize"), chunks=(b"read",))[0] == 200  # not an inference path
+    full._pending.clear()
+    assert call(app, scope(), chunks=(b"read",)) == (200, {}, b"read")
+
+
 def test_body_limit_on_content_length_and_while_streaming():
     app = BodyLimit(echo, max_bytes=10)
     assert call(app, scope(headers=[(b"content-length", b"10")]), [b"0123456789"]) == (200, {}, b"0123456789")

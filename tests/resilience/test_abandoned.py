@@ -64,6 +64,7 @@ def hang_up_run(drop: str, model_dir, tmp_path) -> dict:
                 t.start()
             for t in threads:
                 t.join()
+            at_hang_up = computed(predictor.url)
             settle(predictor.url)
             outcome = {o: metric(transformer.url, "snapserve_requests_total",
                                  f'{{component="transformer",outcome="{o}"}}') for o in ("ok", "cancelled")}
@@ -74,6 +75,7 @@ def hang_up_run(drop: str, model_dir, tmp_path) -> dict:
                                      f'{{component="transformer",outcome="{o}"}}') for o in outcome}
             return {
                 "computed": computed(predictor.url) - before,
+                "after_hang_up": computed(predictor.url) - at_hang_up,
                 "dropped": metric(predictor.url, "snapserve_sequences_dropped_total", '{component="predictor"}')
                 + metric(transformer.url, "snapserve_sequences_dropped_total", '{component="transformer"}'),
                 "cancelled": outcome["cancelled"],
@@ -92,10 +94,13 @@ def test_clients_that_hang_up_leave_no_work_behind(drop, model_dir, tmp_path):
     got = hang_up_run(drop, model_dir, tmp_path)
     total = CLIENTS * SENTENCES
     print(f"\n--drop_abandoned {drop}: {CLIENTS} clients x {SENTENCES} sentences hung up after {HANG_UP_S} s: "
-          f"{got['computed']:.0f}/{total} computed ({got['computed'] / total:.0%}), {got['dropped']:.0f} dropped, "
+          f"{got['computed']:.0f}/{total} computed ({got['computed'] / total:.0%}; {got['after_hang_up']:.0f} after the "
+          f"hang-ups), {got['dropped']:.0f} dropped, "
           f"{got['cancelled']:.0f} requests counted cancelled")
     if drop == "true":
-        assert got["computed"] <= 0.25 * total
+        # what ran after the clients left: the batches already running then (what ran before depends on the
+        # box's speed: with bf16 twice as much was computed in the first 0.3 s)
+        assert got["after_hang_up"] <= 0.25 * total, got
         assert got["hung_up"] >= CLIENTS // 2, got  # the run shows something only if most gave up
         assert got["dropped"] > 0
         # every request ends once: answered, or cancelled when its client left. A client may time out just as
