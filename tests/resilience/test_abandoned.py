@@ -147,16 +147,19 @@ def test_grpc_callers_that_cancel_leave_no_work_behind(model_dir, tmp_path):
 
                 before = computed(predictor.url)
                 codes = await asyncio.gather(*(one() for _ in range(CLIENTS)))
-                return codes, before
+                return codes, before, computed(predictor.url)
 
-        codes, before = asyncio.run(calls())
+        codes, before, at_cancel = asyncio.run(calls())
         settle(predictor.url)
         done = computed(predictor.url) - before
+        after_cancel = computed(predictor.url) - at_cancel
         dropped = metric(predictor.url, "snapserve_sequences_dropped_total", '{component="predictor"}')
     finally:
         predictor.stop()
     total = CLIENTS * SENTENCES
-    print(f"\ngRPC: {CLIENTS} calls x {SENTENCES} sequences cancelled after {HANG_UP_S} s: {done:.0f}/{total} computed, "
-          f"{dropped:.0f} dropped; client codes {sorted({c.name for c in codes})}")
+    print(f"\ngRPC: {CLIENTS} calls x {SENTENCES} sequences cancelled after {HANG_UP_S} s: {done:.0f}/{total} computed "
+          f"({after_cancel:.0f} after the cancels), {dropped:.0f} dropped; client codes {sorted({c.name for c in codes})}")
     assert codes.count(grpc.StatusCode.CANCELLED) >= CLIENTS // 2
-    assert done <= 0.25 * total and dropped > 0
+    # what ran after the cancels: the batches already running then (what ran before them depends on the box's
+    # speed: CI once computed 512 of the 2,000 in the first 0.3 s, bf16 computes about twice what fp32 does)
+    assert after_cancel <= 0.25 * total and dropped > 0
