@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import types
 
+import numpy as np
 import pytest
 
 from snapserve import kserve_compat
@@ -230,3 +231,49 @@ def test_9_grpc_servicer_reads_headers_through_to_headers_and_the_interceptor_ma
             return 1.5
 
     assert servicer.to_headers(Context()) == {"x-request-id": "abc", "x-request-timeout-ms": "1500.0"}
+
+
+@pytest.mark.parametrize("cls_name", ["InferInput", "InferOutput"])
+@pytest.mark.parametrize("array", [np.arange(12, dtype=np.int64).reshape(3, 4), np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3),
+                                   np.array([True, False]), np.array([1.5, 2.25], dtype=np.float16), np.array([], dtype=np.int32)])
+@pytest.mark.parametrize("parameters", [None, {"binary_data_size": 9, "other": 1}])
+def test_10_fast_tensor_lists_leave_what_kserve_leaves(cls_name, array, parameters):
+    """The same _data (Python scalars of the same types), _raw_data and parameters as kserve's own
+    element-by-element path, and kserve's own shape and datatype errors."""
+    from kserve.errors import InferenceError
+    from kserve.protocol import infer_type
+    from kserve.protocol.infer_type import from_np_dtype
+
+    cls = getattr(infer_type, cls_name)
+    patched_method = cls.set_data_from_numpy
+    original = getattr(patched_method, "snapserve_original", patched_method)
+
+    def made(method):
+        t = cls(name="x", shape=list(array.shape), datatype=from_np_dtype(array.dtype),
+                parameters=dict(parameters) if parameters else None)
+        method(t, array, binary_data=False)
+        return t
+
+    kserve_compat.fast_tensor_lists()
+    fast, slow = made(cls.set_data_from_numpy), made(original)
+    assert fast.data == slow.data and [type(v) for v in fast.data] == [type(v) for v in slow.data]
+    assert fast._raw_data is None and slow._raw_data is None
+    assert fast.parameters == slow.parameters
+    assert np.array_equal(fast.as_numpy(), array) and fast.as_numpy().dtype == array.dtype
+    wrong = cls(name="x", shape=[99], datatype=from_np_dtype(array.dtype))
+    with pytest.raises(InferenceError, match="shape"):
+        wrong.set_data_from_numpy(array, binary_data=False)
+
+
+def test_10_a_binary_v2_response_decodes_to_the_same_array():
+    from kserve import InferResponse
+    from kserve.protocol.infer_type import InferOutput
+
+    kserve_compat.fast_tensor_lists()
+    matrix = np.random.default_rng(0).standard_normal((64, 384)).astype(np.float32)
+    out = InferOutput(name="embedding", shape=list(matrix.shape), datatype="FP32")
+    out.set_data_from_numpy(matrix, binary_data=True)
+    body, json_length = InferResponse(response_id="1", model_name="m", infer_outputs=[out],
+                                      use_binary_outputs=True).to_rest()
+    decoded = InferResponse.from_bytes(body, json_length).outputs[0].as_numpy()
+    assert decoded.dtype == np.float32 and np.array_equal(decoded, matrix)
