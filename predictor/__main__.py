@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if generating:
         model_server.app.include_router(generate_api.router(model))
     kserve_compat.grpc_deadlines_and_errors()
-    kserve_compat.fast_tensor_lists()
+    kserve_compat.fast_tensors()
     kserve_compat.limit_client_reads(settings.client_timeout_s, metrics.SLOW_CLIENTS_CLOSED.labels("predictor").inc)
     gate.install(model_server.app, "predictor", settings.max_body_bytes, log_access=settings.log_access,
                  log_probes=settings.log_probes, drop_abandoned=settings.drop_abandoned)

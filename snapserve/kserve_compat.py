@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib.metadata
 import struct
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -293,17 +294,27 @@ def grpc_deadlines_and_errors() -> None:
     cls.handle_exception = handle_exception
 
 
-# -- 10. kserve's tensors to JSON lists, element by element -------------------------------------
-def fast_tensor_lists() -> None:
+# -- 10. kserve's binary tensors turned into JSON lists, element by element ----------------------
+_decoding = threading.local()
+
+
+def fast_tensors() -> None:
     """kserve decodes every binary v2 body (``InferRequest.from_bytes`` on the predictor,
     ``InferResponse.from_bytes`` in the transformer's client) by ``set_data_from_numpy(binary_data=False)``,
-    which builds its JSON list one element at a time (``[val.item() for val in t.flatten()]``): for the
-    transformer that was a third of its event loop at 8 clients x 64 sentences (py-spy), and on a GPU,
-    where the forward takes 3-4 ms, the transformer is what limits. ``ndarray.tolist()`` gives the same
-    Python scalars in C. kserve's own checks (datatype, shape) still run: the original is called with
-    ``binary_data=True`` first, and what that sets besides is put back as the JSON path leaves it."""
+    which builds a JSON list one element at a time (``[val.item() for val in t.flatten()]``), to be
+    turned back into an array by ``as_numpy`` (and on the predictor, checked value by value as if a
+    client had typed it). For the transformer that was a third of its event loop at 8 clients x 64
+    sentences (py-spy), and on a GPU, where the forward takes 2-4 ms, the servers' CPU is the limit.
+
+    - Inside ``from_bytes`` a numeric tensor keeps its raw bytes and no list, as a gRPC
+      ``raw_input_contents`` tensor does (``has_raw_data``): ``as_numpy`` reads them without a copy.
+      kserve's own size check still runs (the bytes are read as the declared shape; a mismatch is
+      the ValueError that patch 3 answers with 400).
+    - Elsewhere the JSON list is built by ``ndarray.tolist()``: the same Python scalars, in C, after
+      kserve's own datatype and shape checks (the original runs with ``binary_data=True`` first, and
+      what that sets besides is put back as its JSON path leaves it)."""
     import numpy as np
-    from kserve.protocol.infer_type import InferInput, InferOutput
+    from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
     for cls in (InferInput, InferOutput):
         original = getattr(cls.set_data_from_numpy, "snapserve_original", cls.set_data_from_numpy)
@@ -313,13 +324,29 @@ def fast_tensor_lists() -> None:
                     or self.datatype == "BYTES"):
                 return _original(self, tensor, binary_data)
             had_parameters = self._parameters is not None
+            raw = self._raw_data if getattr(_decoding, "active", False) else None
             _original(self, tensor, True)  # kserve's datatype and shape checks
             self._parameters.pop("binary_data_size", None)
             if not had_parameters:
                 self._parameters = None
-            self._raw_data = None
-            self._data = tensor.reshape(-1).tolist()
+            if raw is not None:  # from_bytes: the body's own bytes stay
+                self._raw_data, self._data = raw, None
+            else:
+                self._raw_data, self._data = None, tensor.reshape(-1).tolist()
             return None
 
         set_data_from_numpy.snapserve_original = original
         cls.set_data_from_numpy = set_data_from_numpy
+
+    for cls in (InferRequest, InferResponse):
+        decode = getattr(cls.from_bytes, "snapserve_original", cls.from_bytes.__func__)
+
+        def from_bytes(klass, *args, _decode=decode, **kwargs):
+            _decoding.active = True
+            try:
+                return _decode(klass, *args, **kwargs)
+            finally:
+                _decoding.active = False
+
+        from_bytes.snapserve_original = decode
+        cls.from_bytes = classmethod(from_bytes)

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         async def ready_check():
             return await client.unready_reason(settings.predictor_unready_after_s)
     kserve_compat.grpc_deadlines_and_errors()
-    kserve_compat.fast_tensor_lists()
+    kserve_compat.fast_tensors()
     kserve_compat.limit_client_reads(settings.client_timeout_s, metrics.SLOW_CLIENTS_CLOSED.labels("transformer").inc)
     guard.install(model_server.app, settings.guard, log_access=settings.log_access, log_probes=settings.log_probes,
                   ready_check=ready_check, drop_abandoned=settings.drop_abandoned,

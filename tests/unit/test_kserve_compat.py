@@ -237,16 +237,16 @@ def test_9_grpc_servicer_reads_headers_through_to_headers_and_the_interceptor_ma
 @pytest.mark.parametrize("array", [np.arange(12, dtype=np.int64).reshape(3, 4), np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3),
                                    np.array([True, False]), np.array([1.5, 2.25], dtype=np.float16), np.array([], dtype=np.int32)])
 @pytest.mark.parametrize("parameters", [None, {"binary_data_size": 9, "other": 1}])
-def test_10_fast_tensor_lists_leave_what_kserve_leaves(cls_name, array, parameters):
-    """The same _data (Python scalars of the same types), _raw_data and parameters as kserve's own
-    element-by-element path, and kserve's own shape and datatype errors."""
+def test_10_json_lists_are_what_kserve_makes(cls_name, array, parameters):
+    """Outside from_bytes: the same _data (Python scalars of the same types), _raw_data and parameters
+    as kserve's own element-by-element path, and kserve's own shape error."""
     from kserve.errors import InferenceError
     from kserve.protocol import infer_type
     from kserve.protocol.infer_type import from_np_dtype
 
+    kserve_compat.fast_tensors()
     cls = getattr(infer_type, cls_name)
-    patched_method = cls.set_data_from_numpy
-    original = getattr(patched_method, "snapserve_original", patched_method)
+    original = cls.set_data_from_numpy.snapserve_original
 
     def made(method):
         t = cls(name="x", shape=list(array.shape), datatype=from_np_dtype(array.dtype),
@@ -254,7 +254,6 @@ def test_10_fast_tensor_lists_leave_what_kserve_leaves(cls_name, array, paramete
         method(t, array, binary_data=False)
         return t
 
-    kserve_compat.fast_tensor_lists()
     fast, slow = made(cls.set_data_from_numpy), made(original)
     assert fast.data == slow.data and [type(v) for v in fast.data] == [type(v) for v in slow.data]
     assert fast._raw_data is None and slow._raw_data is None
@@ -265,15 +264,51 @@ def test_10_fast_tensor_lists_leave_what_kserve_leaves(cls_name, array, paramete
         wrong.set_data_from_numpy(array, binary_data=False)
 
 
-def test_10_a_binary_v2_response_decodes_to_the_same_array():
-    from kserve import InferResponse
-    from kserve.protocol.infer_type import InferOutput
+def _binary_body(tensors: dict[str, np.ndarray], answer: bool) -> tuple[bytes, int]:
+    """A v2 REST body with binary tensors, as the transformer sends (a request) or the predictor answers."""
+    from kserve import InferRequest, InferResponse
+    from kserve.protocol.infer_type import InferInput, InferOutput, from_np_dtype
 
-    kserve_compat.fast_tensor_lists()
+    items = []
+    for name, array in tensors.items():
+        item = (InferOutput if answer else InferInput)(name=name, shape=list(array.shape),
+                                                       datatype=from_np_dtype(array.dtype))
+        item.set_data_from_numpy(array, binary_data=True)
+        items.append(item)
+    if answer:
+        return InferResponse(response_id="1", model_name="m", infer_outputs=items, use_binary_outputs=True).to_rest()
+    return InferRequest(model_name="m", infer_inputs=items, request_id="r").to_rest()
+
+
+def test_10_a_binary_v2_answer_stays_raw_and_decodes_to_the_same_array():
+    from kserve import InferResponse
+
+    kserve_compat.fast_tensors()
     matrix = np.random.default_rng(0).standard_normal((64, 384)).astype(np.float32)
-    out = InferOutput(name="embedding", shape=list(matrix.shape), datatype="FP32")
-    out.set_data_from_numpy(matrix, binary_data=True)
-    body, json_length = InferResponse(response_id="1", model_name="m", infer_outputs=[out],
-                                      use_binary_outputs=True).to_rest()
-    decoded = InferResponse.from_bytes(body, json_length).outputs[0].as_numpy()
-    assert decoded.dtype == np.float32 and np.array_equal(decoded, matrix)
+    body, json_length = _binary_body({"embedding": matrix}, answer=True)
+    out = InferResponse.from_bytes(body, json_length).outputs[0]
+    assert kserve_compat.has_raw_data(out) and out.data is None and "binary_data_size" not in (out.parameters or {})
+    assert out.as_numpy().dtype == np.float32 and np.array_equal(out.as_numpy(), matrix)
+
+
+def test_10_a_binary_v2_request_stays_raw_and_a_wrong_size_is_still_an_error():
+    from kserve import InferRequest
+    from kserve.protocol.infer_type import InferInput
+
+    from snapserve import tensors
+
+    kserve_compat.fast_tensors()
+    ids = np.arange(2 * 7, dtype=np.int64).reshape(2, 7)
+    body, json_length = _binary_body({"input_ids": ids}, answer=False)
+    request = InferRequest.from_bytes(body, json_length, "m")
+    item = request.inputs[0]
+    assert kserve_compat.has_raw_data(item) and item.data is None
+    tensors.check(item, integers=True)  # the predictor's check: raw data, nothing to look at value by value
+    assert np.array_equal(item.as_numpy(), ids)
+    # one INT64 short: kserve's reshape to the declared shape fails (patch 3 answers 400)
+    with pytest.raises(ValueError):
+        InferRequest.from_bytes(body[:-8], json_length, "m")
+    # after a decode, the JSON path is kserve's again
+    t = InferInput(name="x", shape=[2], datatype="INT64")
+    t.set_data_from_numpy(np.array([1, 2]), binary_data=False)
+    assert t.data == [1, 2] and t._raw_data is None
