@@ -163,7 +163,11 @@ def test_gpu_scheduling():
     assert pred["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pred["runtimeClassName"] == "nvidia" and pred["priorityClassName"] == "inference-high"
     assert pred["tolerations"][0]["key"] == "nvidia.com/gpu" and pred["nodeSelector"]
-    assert "nvidia.com/gpu" not in str(find(docs, "InferenceService")["spec"]["transformer"]["containers"])
+    transformer = find(docs, "InferenceService")["spec"]["transformer"]
+    assert "nvidia.com/gpu" not in str(transformer["containers"])
+    # several CPU transformers per GPU predictor, with room to queue (README "On a GPU")
+    assert transformer["minReplicas"] >= 4
+    assert "8192" in str(transformer["containers"][0].get("env", [])) + str(transformer["containers"][0].get("args", []))
 
 
 def test_keda_autoscaling():
