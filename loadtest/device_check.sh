@@ -118,12 +118,11 @@ from pathlib import Path
 out = Path(sys.argv[1])
 partial = not (out / "bench.json").is_file()
 bench = json.loads((out / ("bench.partial.json" if partial else "bench.json")).read_text())
-if partial:  # the servers step failed: what it measured before, without the ratios bench.json adds
+if partial:  # the servers step failed: what it measured before, with the ratios bench.json would have
+    from loadtest import bench_report
+
     print("PARTIAL: the servers step did not finish; these are the points it measured")
-    base = {(r["sentences_per_request"], r["concurrency"]): r["req_per_s"] for r in bench["rows"] if r["target"] == "b"}
-    for r in bench["rows"]:
-        b = base.get((r["sentences_per_request"], r["concurrency"]))
-        r["x_b"] = round(r["req_per_s"] / b, 2) if b else None
+    bench_report.add_ratios(bench["rows"])
 engines = json.loads((out / "engines.json").read_text())
 print(f"device check on {engines['device']}")
 for r in engines["rows"]:

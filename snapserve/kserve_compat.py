@@ -308,8 +308,8 @@ def fast_tensors() -> None:
 
     - Inside ``from_bytes`` a numeric tensor keeps its raw bytes and no list, as a gRPC
       ``raw_input_contents`` tensor does (``has_raw_data``): ``as_numpy`` reads them without a copy.
-      kserve's own size check still runs (the bytes are read as the declared shape; a mismatch is
-      the ValueError that patch 3 answers with 400).
+      kserve's own size check still runs in ``from_bytes`` (it reads the bytes as the declared shape
+      before this call; a mismatch is the ValueError that patch 3 answers with 400).
     - Elsewhere the JSON list is built by ``ndarray.tolist()``: the same Python scalars, in C, after
       kserve's own datatype and shape checks (the original runs with ``binary_data=True`` first, and
       what that sets besides is put back as its JSON path leaves it)."""
@@ -323,16 +323,20 @@ def fast_tensors() -> None:
             if (binary_data or not isinstance(tensor, np.ndarray) or tensor.dtype.kind not in "biuf"
                     or self.datatype == "BYTES"):
                 return _original(self, tensor, binary_data)
+            if getattr(_decoding, "active", False) and self._raw_data is not None:
+                # from_bytes: ``tensor`` is this tensor's own bytes read as its datatype and shape, so
+                # kserve's checks hold by construction; the bytes stay, as kserve's JSON path leaves
+                # the parameters
+                if self._parameters:
+                    self._parameters.pop("binary_data_size", None)
+                self._data = None
+                return None
             had_parameters = self._parameters is not None
-            raw = self._raw_data if getattr(_decoding, "active", False) else None
             _original(self, tensor, True)  # kserve's datatype and shape checks
             self._parameters.pop("binary_data_size", None)
             if not had_parameters:
                 self._parameters = None
-            if raw is not None:  # from_bytes: the body's own bytes stay
-                self._raw_data, self._data = raw, None
-            else:
-                self._raw_data, self._data = None, tensor.reshape(-1).tolist()
+            self._raw_data, self._data = None, tensor.reshape(-1).tolist()
             return None
 
         set_data_from_numpy.snapserve_original = original
