@@ -36,6 +36,6 @@ bench-batching: setup
 ## loadtest: locust against URL (default the local transformer) with the SLO gate and reports in out/
 URL ?= http://127.0.0.1:8080
 loadtest: setup
-	mkdir -p out && .venv/bin/locust --config loadtest/locust.conf --headless -H $(URL) -u 16 -t 1m \
+	mkdir -p out && .venv/bin/locust --config loadtest/locust/locust.conf --headless -H $(URL) -u 16 -t 1m \
 	  --html out/locust.html --csv out/locust --csv-full-history --slo-p99-ms 500 --slo-max-failure-ratio 0.001
-	$(PY) -m loadtest.report out/locust_stats_history.csv --out out/locust.png
+	$(PY) -m loadtest.locust.report out/locust_stats_history.csv --out out/locust.png

@@ -2,7 +2,7 @@
 # End-to-end on kind: a throwaway cluster with cert-manager, KServe (Standard = RawDeployment mode) and
 # ingress-nginx; both images built (ci/build-images.sh) and `kind load`ed; the chart installed with
 # ci/e2e-values.yaml; the InferenceService Ready; `helm test`; then a short locust run through the
-# Ingress with the SLO gate (loadtest/slo.py makes locust exit non-zero when the SLO is missed).
+# Ingress with the SLO gate (loadtest/locust/slo.py makes locust exit non-zero when the SLO is missed).
 # Needs docker, kind, kubectl, helm, locust (LOCUST=...) and the upstream manifests' hosts; the GitHub
 # Actions e2e job runs it. Machines without a Docker engine cannot.
 #   bash ci/e2e-kind.sh          KEEP_CLUSTER=1 keeps the cluster; diagnostics land in $OUT
@@ -117,7 +117,7 @@ curl -fsS "http://localhost:$HTTP_PORT/v1/models/$RELEASE:predict" -H 'Content-T
 endstep
 
 step "locust through the Ingress: $LOAD_USERS users for $LOAD_TIME, SLO p99 <= ${SLO_P99_MS} ms, failures <= $SLO_MAX_FAILURE_RATIO"
-"$LOCUST" -f loadtest/locustfile.py --headless -H "http://localhost:$HTTP_PORT" -u "$LOAD_USERS" -r "$LOAD_USERS" \
+"$LOCUST" -f loadtest/locust/locustfile.py --headless -H "http://localhost:$HTTP_PORT" -u "$LOAD_USERS" -r "$LOAD_USERS" \
   -t "$LOAD_TIME" --model-name "$RELEASE" --slo-p99-ms "$SLO_P99_MS" --slo-max-failure-ratio "$SLO_MAX_FAILURE_RATIO" \
   --csv "$OUT/locust" --html "$OUT/locust.html" --only-summary SingleSentenceUser OpenAIUser
 endstep

@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     import kserve
     from kserve import model_server
 
-    from predictor.model import SnapshotModel
-    from snapserve import flags, gate, http_errors, kserve_compat, lifecycle, metrics
+    from predictor.encoder.model import SnapshotModel
+    from snapserve import flags, metrics
+    from snapserve.http import gate, handlers as http_errors, kserve_compat, lifecycle
     from snapserve.metadata import SnapshotInvalid
     from snapserve.snapshot import SnapshotError
 
@@ -38,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         generating = metadata.read(settings.model_dir, settings.task).task == metadata.GENERATE
         if generating:  # a causal LM: continuous batching and the generate extension
-            from predictor import generate_api
-            from predictor.generate_model import GenerateModel
+            from predictor.generate import routes as generate_api
+            from predictor.generate.model import GenerateModel
         model = GenerateModel(settings) if generating else SnapshotModel(settings)
         model.load()
     except (SnapshotInvalid, SnapshotError, FileNotFoundError) as exc:

@@ -6,9 +6,11 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from predictor import autotune, generate_config, tuning_cache
+from predictor.encoder import autotune, tuning_cache
+
+from predictor.generate import settings as generate_config
 from snapserve import flags, metadata
-from snapserve.batching import BatchLimits
+from snapserve.scheduling.batcher import BatchLimits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +20,7 @@ class Settings:
     task: str
     device: str
     dtype: str
-    max_batch_size: int | str  # "auto": tuned at warm-up (predictor/autotune.py)
+    max_batch_size: int | str  # "auto": tuned at warm-up (predictor/encoder/autotune.py)
     max_batch_tokens: int | str
     max_delay_ms: float
     instances: int
@@ -98,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
     flags.add(g, "cpu_threads", 0, int, help="CPU threads for the model on CPU, split across instances "
               "(0: every core; set it to the pod's CPU limit)")
     flags.add(g, "max_queue_sequences", 4096, int, help="sequences waiting before new requests get 429")
-    # On by default (issue 11): its memory growth is bounded (predictor/precision.py); the overload tests'
+    # On by default (issue 11): its memory growth is bounded (predictor/encoder/precision.py); the overload tests'
     # 9-38 s accepted p99 with it was their load generator's (tests/hardening/load.py open_loop), not the servers'.
     flags.add(g, "cpu_bf16", True, bool, help="with --dtype auto on a CPU with native bf16 (AVX-512 BF16/AMX): "
               "bf16 when a check against fp32 gives cosine >= 0.999")
@@ -114,9 +116,9 @@ def parser() -> argparse.ArgumentParser:
 def instances(args) -> int:
     if args.instances != autotune.AUTO:
         return args.instances
-    from predictor import engine
+    from predictor import device
 
-    return engine.auto_instances(args.device, args.cpu_threads)
+    return device.auto_instances(args.device, args.cpu_threads)
 
 
 def load(argv: list[str] | None = None) -> Settings:

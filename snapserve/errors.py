@@ -78,7 +78,7 @@ def encoded(error_type: str, reason: str) -> bytes:
 @contextlib.contextmanager
 def batcher_refusals():
     """A batcher's refusals as clients see them: queue full -> 429, draining -> 503."""
-    from snapserve.batching import Draining, QueueFull
+    from snapserve.scheduling.batcher import Draining, QueueFull
 
     try:
         yield

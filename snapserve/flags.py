@@ -49,7 +49,7 @@ REQUEST_TIMEOUT_MS = {"predictor": 30_000.0, "transformer": 25_000.0}
 
 def server_parser(component: str, description: str):
     """kserve's parser extended with our group and the flags both servers share; returns (parser, group)."""
-    from snapserve import kserve_compat
+    from snapserve.http import kserve_compat
 
     parser = argparse.ArgumentParser(prog=f"python -m {component}", parents=[kserve_compat.kserve_parser()],
                                      description=description)

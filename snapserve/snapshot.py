@@ -22,7 +22,7 @@ from pathlib import Path
 
 MANIFEST = "snapserve-manifest.json"
 # Everything serving reads; anything else in a snapshot (pickles, a hub's onnx/ folder, READMEs) stays
-# behind. model.onnx at the top is ours (python -m predictor.export_onnx): listed, so an unlisted one is refused.
+# behind. model.onnx at the top is ours (python -m tools.export_onnx): listed, so an unlisted one is refused.
 KEEP = (
     "config.json", "*.safetensors", "model.safetensors.index.json", "model.onnx",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "merges.txt",

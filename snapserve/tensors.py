@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from snapserve import kserve_compat
+from snapserve.http import kserve_compat
 from snapserve.errors import ServingError
 
 

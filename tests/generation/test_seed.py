@@ -21,7 +21,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from predictor.generation import GREEDY, NO_SEED, ChangedRowsOnly, Sampling, TokenDraw, add_draw, seeded_uniform
+from predictor.generate.engine import GREEDY, NO_SEED, ChangedRowsOnly, Sampling, TokenDraw, add_draw, seeded_uniform
 
 PROMPT = "Once upon a time, in a city by the sea, there lived"
 TOKENS = 24  # at temperature 1, two seeds giving the same 24 tokens is practically impossible

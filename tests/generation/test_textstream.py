@@ -7,7 +7,7 @@ from tokenizers import Tokenizer
 
 from snapserve.errors import ServingError
 from snapserve.textstream import StopStrings, TextStream
-from transformer.chat import ChatTemplate, messages_of
+from transformer.chat.template import ChatTemplate, messages_of
 
 KOREAN_EMOJI = "안녕하세요! 오늘 날씨가 좋네요 😀👍🏽 🇰🇷 세계"
 

@@ -7,8 +7,8 @@ import asyncio
 import orjson
 import pytest
 
-from snapserve.bodylimit import BodyLimit
-from snapserve.gate import ClosedRoutes
+from snapserve.http.bodylimit import BodyLimit
+from snapserve.http.gate import ClosedRoutes
 from transformer import guard
 
 
@@ -153,7 +153,7 @@ def test_guard_sheds_past_max_concurrent_requests():
 def test_guard_door_check_refuses_before_the_body_is_read():
     """A request the queue would refuse anyway (door_check raises 429/503) is answered by the guard
     without its body being read; a malformed header is left to the app, and other paths are not checked."""
-    from snapserve.batching import BatchLimits, Batcher
+    from snapserve.scheduling.batcher import BatchLimits, Batcher
     from snapserve.errors import ServingError, batcher_refusals
 
     full = Batcher(None, lambda batch: batch, BatchLimits(max_batch_size=1, max_delay_ms=0, max_queue_sequences=1))

@@ -38,8 +38,8 @@ def test_smallest_bench_runs_and_writes_json(tmp_path, model_dir):
 
 
 def test_baselines_embed_like_the_predictor(servers):
-    """A and B use loadtest/bench_model.py: the same vectors as snapserve, so the comparison is fair."""
-    from loadtest.bench_model import Encoder
+    """A and B use loadtest/bench/model.py: the same vectors as snapserve, so the comparison is fair."""
+    from loadtest.bench.model import Encoder
 
     ours = np.asarray(Encoder(str(servers.model_dir)).encode(SENTENCES), dtype=np.float32)
     theirs = v1(servers.predictor_url, servers.model_name, SENTENCES)
@@ -48,7 +48,7 @@ def test_baselines_embed_like_the_predictor(servers):
 
 
 def test_limit_reports_sentences_per_second(model_dir):
-    r = subprocess.run([sys.executable, "-m", "loadtest.bench_limit", "--model_dir", str(model_dir),
+    r = subprocess.run([sys.executable, "-m", "loadtest.bench.limit", "--model_dir", str(model_dir),
                         "--seconds", "0.3", "--batch_sizes", "4,8"],
                        check=False, cwd=ROOT, capture_output=True, text=True,
                        timeout=300)

@@ -8,7 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from loadtest import checks, report, texts
+from loadtest.locust import checks, report
+
+from loadtest import texts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +48,7 @@ def test_slo_verdict_and_shapes_in_a_locust_free_process(tmp_path):
     code = textwrap.dedent("""
         import os
         from types import SimpleNamespace as NS
-        from loadtest import shapes, slo
+        from loadtest.locust import shapes, slo
 
         class Total:
             def __init__(self, n, fails, p99):

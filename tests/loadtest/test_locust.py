@@ -18,7 +18,7 @@ PATTERNS = ("v1 single", "v1 batch64", "openai single", "v2 bytes", "v1 mixed")
 
 def locust(servers, out: Path, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """locust in its own process (its gevent patching must never meet kserve in ours)."""
-    cmd = [str(LOCUST), "--config", "loadtest/locust.conf", "--headless", "--only-summary",
+    cmd = [str(LOCUST), "--config", "loadtest/locust/locust.conf", "--headless", "--only-summary",
            "-H", servers.transformer_url, *args]
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SNAPSERVE_SHAPE", "SNAPSERVE_SLO", "SNAPSERVE_API_KEY"))}
     full_env = {**inherited, "SNAPSERVE_MODEL": servers.model_name, **(env or {})}
@@ -45,7 +45,7 @@ def test_every_pattern_passes_the_slo_with_reports(servers, tmp_path):
     assert (tmp_path / "report.html").stat().st_size > 10_000
 
     png = tmp_path / "run.png"
-    rep = subprocess.run([sys.executable, "-m", "loadtest.report", f"{prefix}_stats_history.csv", "--out", str(png)],
+    rep = subprocess.run([sys.executable, "-m", "loadtest.locust.report", f"{prefix}_stats_history.csv", "--out", str(png)],
                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0, rep.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

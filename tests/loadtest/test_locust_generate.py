@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import types
 
-from loadtest.checks_generate import check_completion
+from loadtest.locust.checks_generate import check_completion
 from tests.generation.conftest import GEN_DIR, start_pair
 from tests.loadtest.test_locust import locust, stats
 

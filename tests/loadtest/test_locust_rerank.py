@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import types
 
-from loadtest import checks
+from loadtest.locust import checks
 from tests import procs
 from tests.integration import rerank_snapshot
 from tests.loadtest.test_locust import locust, stats

@@ -8,9 +8,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from predictor import autotune
+from predictor.encoder import autotune
 from predictor import config as pconfig
-from predictor.autotune import Point
+from predictor.encoder.autotune import Point
 
 
 def cpu_like(batch: int, length: int) -> float:
@@ -123,8 +123,8 @@ def gauge(limit: str) -> float:
 def test_tuning_the_real_model_through_the_real_batcher(model_dir, caplog):
     """Once on the real model: the table is measured on the instance's own thread, logged, and the
     limits it picks are what the batcher then serves with, and what the gauges say."""
-    from predictor import engine
-    from snapserve.batching import Batcher
+    from predictor.encoder import engine
+    from snapserve.scheduling.batcher import Batcher
 
     eng = engine.load(model_dir, engine="torch", dtype="float32")
     s = pconfig.load(["--max_batch_latency_ms", "40", "--instances", "1"])
@@ -149,8 +149,8 @@ def test_tuning_the_real_model_through_the_real_batcher(model_dir, caplog):
 
 
 def test_explicit_limits_win_and_no_warmup_uses_the_device_fallback(model_dir):
-    from predictor import engine
-    from snapserve.batching import Batcher
+    from predictor.encoder import engine
+    from snapserve.scheduling.batcher import Batcher
 
     eng = engine.load(model_dir, engine="torch", dtype="float32")
     s = pconfig.load(["--max_batch_size", "8", "--max_batch_tokens", "333", "--warmup", "false", "--instances", "1"])

@@ -3,7 +3,7 @@ table adds, rounds compared within themselves, and the tables and targets printe
 
 from __future__ import annotations
 
-from loadtest import bench, bench_report
+from loadtest.bench import run as bench, report as bench_report
 
 
 def row(target, sentences, conc, req_s, p50=10.0, rnd=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictor import compiled, engine, precision
+from predictor.encoder import compiled, engine, precision
 
 
 def test_buckets_cover_every_length_up_to_the_maximum():

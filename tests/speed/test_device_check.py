@@ -1,4 +1,4 @@
-"""loadtest/device_check.sh's CPU dry run: the same steps as on a GPU machine, small; and a failing
+"""loadtest/bench/device_check.sh's CPU dry run: the same steps as on a GPU machine, small; and a failing
 step fails loudly, naming itself."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from predictor import engine, precision
+from predictor.encoder import engine, precision
 from snapserve import snapshot
 from snapserve.metadata import SnapshotInvalid
 from tests.integration.helpers import SENTENCES
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def onnx_model(model_dir) -> Path:
     if not (model_dir / "model.onnx").is_file():
-        pytest.fail(f"no model.onnx in {model_dir}: run `bash ci/setup.d/30-model.sh` (python -m predictor.export_onnx)")
+        pytest.fail(f"no model.onnx in {model_dir}: run `bash ci/setup.d/30-model.sh` (python -m tools.export_onnx)")
     return model_dir
 
 
@@ -92,7 +92,7 @@ def test_a_snapshot_without_model_onnx(tmp_path, model_dir):
 def test_export_tool_writes_lists_and_checks_model_onnx(tmp_path, tiny_bert):
     snap = tmp_path / "snap"
     snapshot.export(tiny_bert, snap)
-    r = subprocess.run([sys.executable, "-m", "predictor.export_onnx", "--src", str(snap)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "tools.export_onnx", "--src", str(snap)], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "cosine 1.0000" in r.stdout or "cosine 0.9999" in r.stdout
@@ -135,7 +135,7 @@ def test_copying_a_snapshot_keeps_model_onnx(tmp_path, onnx_model):
 
 
 def test_a_split_kept_by_the_tuning_cache_is_served_again_without_a_race(onnx_model, tmp_path, caplog):
-    from predictor import tuning_cache
+    from predictor.encoder import tuning_cache
 
     cache = tuning_cache.TuningCache(str(tmp_path), "split")
     cache.put("engine", "onnx<=128<torch")

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 
-from predictor import engine
+from predictor.encoder import engine
 
 
 def rss_mib() -> float:

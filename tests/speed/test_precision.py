@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from predictor import engine, precision
+from predictor.encoder import engine, precision
 
 
 def test_bf16_instructions_are_found_by_torch_capability_or_cpu_flags():

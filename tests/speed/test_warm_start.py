@@ -91,7 +91,8 @@ def test_a_restart_reuses_what_the_first_start_measured(fresh, model_dir, tmp_pa
 
 
 def test_other_flags_are_another_fingerprint(model_dir):
-    from predictor import config, tuning_cache
+    from predictor import config
+    from predictor.encoder import tuning_cache
 
     base = config.load(["--model_dir", str(model_dir)])
     keys = {tuning_cache.fingerprint(config.load(["--model_dir", str(model_dir), *more]))

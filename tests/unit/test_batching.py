@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from snapserve.batching import Batcher, BatchLimits, QueueFull, _Request, pick
+from snapserve.scheduling.batcher import Batcher, BatchLimits, QueueFull, _Request, pick
 
 
 def seqs(*lengths):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predictor import config as pconfig
-from predictor import engine
+from predictor import device
 from transformer import config as tconfig
 
 
@@ -15,18 +15,18 @@ def test_defaults_fit_one_gpu_and_kserve_flags_are_kept():
     assert str(s.model_dir) == "/mnt/models"
     assert (s.max_batch_size, s.max_batch_tokens, s.cpu_threads) == ("auto", "auto", 0)
     assert s.device == "auto" and s.dtype == "auto"
-    assert s.instances == engine.auto_instances("auto")  # this CPU-only box: one per core, at most 4
+    assert s.instances == device.auto_instances("auto")  # this CPU-only box: one per core, at most 4
     assert pconfig.load(["--instances", "3"]).instances == 3
 
 
 def test_auto_instances_are_one_on_a_gpu_and_one_per_core_on_a_cpu(monkeypatch):
-    assert engine.auto_instances("cpu", cpu_threads=2) == 2
-    assert engine.auto_instances("cpu", cpu_threads=1) == 1
-    assert engine.auto_instances("cpu", cpu_threads=16) == engine.MAX_AUTO_CPU_INSTANCES
-    assert engine.auto_instances("cpu", environ={"OMP_NUM_THREADS": "3"}) == 3
-    assert engine.auto_instances("cuda", cpu_threads=8) == 1  # (decided without a GPU in sight)
+    assert device.auto_instances("cpu", cpu_threads=2) == 2
+    assert device.auto_instances("cpu", cpu_threads=1) == 1
+    assert device.auto_instances("cpu", cpu_threads=16) == device.MAX_AUTO_CPU_INSTANCES
+    assert device.auto_instances("cpu", environ={"OMP_NUM_THREADS": "3"}) == 3
+    assert device.auto_instances("cuda", cpu_threads=8) == 1  # (decided without a GPU in sight)
     monkeypatch.setattr(engine.torch.cuda, "is_available", lambda: True)
-    assert engine.auto_instances("auto", cpu_threads=8) == 1
+    assert device.auto_instances("auto", cpu_threads=8) == 1
 
 
 def test_env_vars_set_defaults_and_flags_win(monkeypatch):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from predictor import engine, heads
+from predictor import device
+from predictor.encoder import engine, heads
 from snapserve import metadata
 from snapserve.metadata import Pooling
 from snapserve.tokenizer import TextEncoder
@@ -28,18 +29,18 @@ def pool_values(hidden, mask, mode):
 def test_dtype_auto_picks_bf16_then_fp16_on_cuda_and_fp32_on_cpu(monkeypatch):
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert engine.resolve_dtype("auto", cuda) is torch.bfloat16
+    assert device.resolve_dtype("auto", cuda) is torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert engine.resolve_dtype("auto", cuda) is torch.float16
-    assert engine.resolve_dtype("auto", torch.device("cpu")) is torch.float32
-    assert engine.resolve_dtype("float16", torch.device("cpu")) is torch.float16
+    assert device.resolve_dtype("auto", cuda) is torch.float16
+    assert device.resolve_dtype("auto", torch.device("cpu")) is torch.float32
+    assert device.resolve_dtype("float16", torch.device("cpu")) is torch.float16
 
 
 def test_cuda_requested_without_a_gpu_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(engine.SnapshotInvalid, match="no CUDA device"):
-        engine.resolve_device("cuda")
-    assert engine.resolve_device("auto").type == "cpu"
+        device.resolve_device("cuda")
+    assert device.resolve_device("auto").type == "cpu"
 
 
 def test_reduced_precision_and_instances_on_cpu_match_fp32(model_dir):
@@ -62,8 +63,8 @@ def test_reduced_precision_and_instances_on_cpu_match_fp32(model_dir):
 
 
 def test_cpu_thread_budget_flag_then_omp_num_threads_then_cores():
-    assert engine.threads_per_instance(4, 2, {}) == 2
-    assert engine.threads_per_instance(0, 1, {"OMP_NUM_THREADS": "1"}) == 1
-    assert engine.threads_per_instance(3, 1, {"OMP_NUM_THREADS": "1"}) == 3  # the flag wins
-    assert engine.threads_per_instance(0, 1, {"OMP_NUM_THREADS": "junk"}) == len(__import__("os").sched_getaffinity(0))
-    assert engine.threads_per_instance(1, 4, {}) == 1
+    assert device.threads_per_instance(4, 2, {}) == 2
+    assert device.threads_per_instance(0, 1, {"OMP_NUM_THREADS": "1"}) == 1
+    assert device.threads_per_instance(3, 1, {"OMP_NUM_THREADS": "1"}) == 3  # the flag wins
+    assert device.threads_per_instance(0, 1, {"OMP_NUM_THREADS": "junk"}) == len(__import__("os").sched_getaffinity(0))
+    assert device.threads_per_instance(1, 4, {}) == 1

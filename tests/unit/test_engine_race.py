@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictor.engine_onnx import pick, race
+from predictor.encoder.onnx import pick, race
 
 
 class Clocked:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictor.engine_split import SplitEngine, parse, split_point
+from predictor.encoder.split import SplitEngine, parse, split_point
 
 SHAPES = ((1, 16), (4, 16), (8, 32), (32, 32))  # 16, 64, 256, 1024 tokens
 

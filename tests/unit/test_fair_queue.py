@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from snapserve import tenants
-from snapserve.batching import Batcher, BatchLimits, QueueFull
+from snapserve.scheduling.batcher import Batcher, BatchLimits, QueueFull
 
 
 def tagged(tenant: str, count: int, length: int = 4) -> list[np.ndarray]:

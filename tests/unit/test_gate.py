@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from snapserve import gate
+from snapserve.http import gate
 from snapserve.deadlines import requested_timeout
 from snapserve.errors import ServingError
 

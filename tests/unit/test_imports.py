@@ -44,12 +44,12 @@ def test_package_imports_only_what_the_contract_allows(package):
 
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    import torch.nn\n    from predictor.engine import load\n")
+    module.write_text("def f():\n    import torch.nn\n    from predictor.encoder.engine import load\n")
     assert imported(module) == {"torch", "predictor"}
 
 
 def test_importing_the_transformer_loads_neither_torch_nor_the_predictor():
-    code = ("import sys, transformer.__main__, transformer.model, transformer.openai_api, transformer.guard;"
+    code = ("import sys, transformer.__main__, transformer.model, transformer.routes.openai, transformer.guard;"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'predictor', 'transformers'));"
             "print(','.join(bad))")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""One test per patch in snapserve/kserve_compat.py: each fails when the internal it relies on changes."""
+"""One test per patch in snapserve/http/kserve_compat.py: each fails when the internal it relies on changes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from snapserve import kserve_compat
+from snapserve.http import kserve_compat
 
 
 def test_another_kserve_version_is_refused_with_a_clear_message():

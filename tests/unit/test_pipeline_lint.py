@@ -116,7 +116,7 @@ def test_e2e_locust_options_exist_in_the_locustfile():
     # locust in its own process (never imported beside kserve); --list parses every option, then lists
     # the user classes, so an option the locustfile does not declare fails here (argparse exit 2).
     options = [arg for opt in sorted(used) for arg in (opt, "2000" if opt.startswith("--slo-p99") else "0.5")]
-    listed = run(tool("locust"), "-f", "loadtest/locustfile.py", "--list", *options)
+    listed = run(tool("locust"), "-f", "loadtest/locust/locustfile.py", "--list", *options)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     user_classes = re.findall(r"--only-summary ([\w ]+)$", script, re.MULTILINE)[0].split()
     assert user_classes

@@ -7,9 +7,9 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
-from snapserve import http_errors
+from snapserve.http import handlers as http_errors
 from snapserve.errors import STATUS, ServingError, error_type_for
-from transformer.client import upstream_error
+from transformer.upstream import upstream_error
 
 
 def test_every_status_maps_back_to_its_error_type():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from predictor import autotune, tuning_cache
+from predictor.encoder import autotune, tuning_cache
 
 
 def test_a_stored_table_is_read_back(tmp_path):

@@ -1,0 +1,227 @@
+"""The generation rows of the benchmark: 1 / 8 / 32 concurrent clients, 64 new tokens each (greedy), three
+targets in this process tree on the same snapshot (default models/SmolLM2-135M-Instruct) and prompts:
+
+    python -m loadtest.bench.generate [--quick] [--levels 1,8,32] [--max_tokens 64] [--duration 20]
+
+- **A, seed pattern**: FastAPI + ``model.generate``, one request at a time (loadtest/bench/baselines/generate_hf.py);
+- **B, plain KServe**: a ``kserve.Model`` whose ``predict`` calls ``generate`` (loadtest/bench/baselines/generate_kserve.py);
+- **snapserve**: predictor (continuous batching) + transformer, ``/openai/v1/chat/completions`` streamed.
+
+Each level is a closed loop: every client sends requests back to back until ``--duration`` has passed, then
+finishes the one in flight. tokens/s = completion tokens / (first send to last answer). TTFT: the first
+content delta of a stream; A and B do not stream, so their first token reaches the client with the whole
+answer (TTFT = latency) and they have no ITL. ITL: gaps between content deltas (a delta may carry more than
+one token when the detokeniser holds back a split character). Ratios are against B at the same level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from loadtest import texts
+from loadtest.bench.procs import REPO_ROOT, Server, free_port, python
+
+DEFAULT_MODEL = REPO_ROOT / "models" / "SmolLM2-135M-Instruct"
+# A and B have no deadline; snapserve's (25-30 s) would turn a slow 32-client level on a busy CPU into 504s
+NO_DEADLINE = ("--request_timeout_ms", "600000")
+
+
+def prompts(n: int = 64) -> list[str]:
+    rng = random.Random(0)
+    return [f"Write a short story about this: {texts.single(rng)}" for _ in range(n)]
+
+
+async def one_plain(session, url: str, prompt: str, max_tokens: int) -> tuple[int, float, list[float]]:
+    started = time.perf_counter()
+    async with session.post(url, json={"prompt": prompt, "max_new_tokens": max_tokens}) as r:
+        body = await r.json(content_type=None)
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {str(body)[:200]}")
+    return body["completion_tokens"], time.perf_counter() - started, []
+
+
+async def one_stream(session, url: str, prompt: str, max_tokens: int, model: str) -> tuple[int, float, list[float]]:
+    payload = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+               "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    started = time.perf_counter()
+    stamps, tokens = [], 0
+    async with session.post(url, json=payload) as r:
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {(await r.text())[:200]}")
+        async for raw in r.content:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                raise RuntimeError(str(event["error"])[:200])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            if any((c.get("delta") or {}).get("content") for c in event.get("choices") or []):
+                stamps.append(time.perf_counter())
+    if not stamps:
+        raise RuntimeError("stream carried no content")
+    return tokens, stamps[0] - started, [b - a for a, b in itertools.pairwise(stamps)]
+
+
+async def level(call, clients: int, duration: float) -> dict:
+    import aiohttp
+
+    bodies = prompts()
+    ttft, itl, tokens, errors = [], [], 0, 0
+    start = time.perf_counter()
+    stop = start + duration
+
+    async def client(i: int, session) -> None:
+        nonlocal tokens, errors
+        n = i
+        while True:
+            try:
+                got, first, gaps = await call(session, bodies[n % len(bodies)])
+                tokens += got
+                ttft.append(first)
+                itl.extend(gaps)
+            except Exception:  # noqa: BLE001 - counted, the run goes on
+                errors += 1
+            n += clients
+            if time.perf_counter() >= stop:
+                return
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        await asyncio.gather(*(client(i, session) for i in range(clients)))
+    wall = time.perf_counter() - start
+    ttft.sort()
+    itl.sort()
+
+    def pct(xs, q):
+        return xs[min(len(xs) - 1, int(len(xs) * q))] * 1e3 if xs else None
+
+    return {"clients": clients, "requests": len(ttft), "errors": errors, "tokens": tokens, "wall_s": wall,
+            "tok_per_s": tokens / wall, "ttft_p50_ms": pct(ttft, 0.5), "ttft_p99_ms": pct(ttft, 0.99),
+            "itl_p50_ms": pct(itl, 0.5)}
+
+
+def ready(url: str, body: dict, servers: list[Server], timeout_s: float = 300) -> None:
+    """Until one real request answers 200; a refused request or a dead server stops the wait at once."""
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for server in servers:
+            if server.proc and server.proc.poll() is not None:
+                raise RuntimeError(f"{server.name} exited; see {server.log_path}:\n{server.tail()}")
+        try:
+            r = httpx.post(url, json=body, timeout=60)
+            if r.status_code == 200:
+                return
+            if r.status_code in (400, 404, 405, 422) and "model" not in r.text.lower():
+                raise RuntimeError(f"{url} refuses the bench's request: HTTP {r.status_code} {r.text[:200]}")
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s")
+
+
+def targets(a, logs: Path) -> list[tuple]:
+    model_dir, out = str(a.model_dir), []
+    port = free_port()
+    out.append(("A FastAPI + generate", "A", [
+        Server("baseline-a", python("-m", "loadtest.bench.baselines.generate_hf", "--model_dir", model_dir,
+                                    "--port", str(port)), logs)], f"http://127.0.0.1:{port}/generate", None))
+    port = free_port()
+    out.append(("B plain KServe generate", "B", [
+        Server("baseline-b", python("-m", "loadtest.bench.baselines.generate_kserve", "--model_dir", model_dir, "--http_port",
+                                    str(port), "--grpc_port", str(free_port())), logs)],
+        f"http://127.0.0.1:{port}/v1/models/gen:predict", None))
+    pred, trans = free_port(), free_port()
+    out.append(("snapserve chat stream", "S", [
+        Server("predictor", python("-m", "predictor", "--task", "generate", "--model_name", "gen", "--model_dir",
+                                   model_dir, "--http_port", str(pred), "--grpc_port", str(free_port()),
+                                   "--device", a.device, *NO_DEADLINE), logs),
+        Server("transformer", python("-m", "transformer", "--model_name", "gen", "--model_dir", model_dir,
+                                     "--predictor_host", f"127.0.0.1:{pred}", "--http_port", str(trans),
+                                     "--grpc_port", str(free_port()), *NO_DEADLINE), logs)],
+        f"http://127.0.0.1:{trans}/openai/v1/chat/completions", "gen"))
+    return out
+
+
+def fmt(v) -> str:
+    return f"{v:8.0f}" if v is not None else "       -"
+
+
+def run(a) -> list[dict]:
+    logs = Path(tempfile.mkdtemp(prefix="bench-generate-"))
+    rows = []
+    for label, key, servers, url, model in targets(a, logs):
+        if key not in a.targets:
+            continue
+        if model:
+            probe = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+            def call(s, p, url=url, model=model):
+                return one_stream(s, url, p, a.max_tokens, model)
+        else:
+            probe = {"prompt": "hi", "max_new_tokens": 2}
+            def call(s, p, url=url):
+                return one_plain(s, url, p, a.max_tokens)
+        try:
+            for server in servers:
+                server.start()
+            ready(url, probe, servers)
+            asyncio.run(level(call, 1, 0))  # warm-up: one request
+            for clients in a.levels:
+                r = {"target": label, "key": key, **asyncio.run(level(call, clients, a.duration))}
+                rows.append(r)
+                print(f"{label:<26} c={clients:<3} {r['tok_per_s']:8.1f} tok/s  TTFT p50 {fmt(r['ttft_p50_ms'])} ms "
+                      f"p99 {fmt(r['ttft_p99_ms'])} ms  ITL p50 {fmt(r['itl_p50_ms'])} ms  "
+                      f"reqs {r['requests']} errors {r['errors']}", flush=True)
+        finally:
+            for server in reversed(servers):
+                server.stop()
+    return rows
+
+
+def ratios(rows: list[dict]) -> None:
+    base = {r["clients"]: r for r in rows if r["key"] == "B"}
+    for r in rows:
+        b = base.get(r["clients"])
+        if r["key"] == "B" or not b:
+            continue
+        ttft = (f"{b['ttft_p50_ms'] / r['ttft_p50_ms']:.2f}x lower TTFT p50"
+                if r["ttft_p50_ms"] and b["ttft_p50_ms"] else "")
+        tps = f"{r['tok_per_s'] / b['tok_per_s']:.2f}x tok/s" if b["tok_per_s"] else "-"
+        print(f"ratio {r['target']} / B  c={r['clients']:<3} {tps}  {ttft}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench.generate", description=__doc__.split("\n")[0])
+    p.add_argument("--model_dir", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--levels", default="1,8,32", help="concurrent clients per level, comma-separated")
+    p.add_argument("--targets", default="A,B,S", help="which of A, B, S (snapshot serve) to run")
+    p.add_argument("--max_tokens", type=int, default=64)
+    p.add_argument("--duration", type=float, default=None, help="seconds each level keeps sending (20; quick 3)")
+    p.add_argument("--quick", action="store_true", help="short levels: each client sends about one request")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "bench" / "generate.json")
+    a = p.parse_args(argv)
+    a.levels = [int(x) for x in a.levels.split(",")]
+    a.targets = set(a.targets.upper().split(","))
+    a.duration = a.duration if a.duration is not None else (3.0 if a.quick else 20.0)
+    print(f"generate bench: clients {a.levels}, {a.max_tokens} new tokens (greedy), {a.duration:.0f} s per level, "
+          f"snapshot {a.model_dir}", flush=True)
+    rows = run(a)
+    ratios(rows)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"max_tokens": a.max_tokens, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

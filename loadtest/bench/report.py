@@ -1,0 +1,235 @@
+"""The benchmark's tables, ratios, targets and PNG chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loadtest.bench.targets import LABELS
+
+PATTERN_NAMES = {1: "single sentence", 64: "batch of 64"}
+
+
+def _find(rows: list[dict], target: str, sentences: int, concurrency: int, rnd: int = 0) -> dict | None:
+    for r in rows:
+        if (r["target"], r["sentences_per_request"], r["concurrency"], r.get("round", 0)) == (
+                target, sentences, concurrency, rnd):
+            return r
+    return None
+
+
+def rounds(rows: list[dict]) -> list[int]:
+    return sorted({r.get("round", 0) for r in rows})
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Each row's throughput and p99 relative to A's and B's at the same pattern and concurrency, and
+    its sentences per second of server CPU (comparable across runs on a shared, busy machine). With
+    several rounds, each row is compared with the baselines of its own round."""
+    for r in rows:
+        cores = r.get("server_cpu_cores_used") or 0
+        r["sentences_per_server_core_s"] = round(r["sentences_per_s"] / cores, 1) if cores > 0.01 else None
+        for base in ("a", "b"):
+            ref = _find(rows, base, r["sentences_per_request"], r["concurrency"], r.get("round", 0))
+            ok = ref and ref["req_per_s"] > 0
+            r[f"x_{base}"] = round(r["req_per_s"] / ref["req_per_s"], 2) if ok else None
+            r[f"p99_vs_{base}"] = (round(r["p99_ms"] / ref["p99_ms"], 3)
+                                   if ok and r["p99_ms"] and ref["p99_ms"] else None)
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _x(v) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def table(rows: list[dict]) -> str:
+    many = len(rounds(rows)) > 1
+    head = (f"{'rnd ' if many else ''}{'target':<38} {'pattern':<15} {'conc':>4} {'req/s':>9} {'sent/s':>9} {'p50 ms':>8} {'p95 ms':>8} "
+            f"{'p99 ms':>8} {'errs':>5} {'vs A':>7} {'vs B':>7} {'srv cores':>9} {'sent/core-s':>11}  gen cores/sat  box busy")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        g = r["generator"]
+        lines.append(
+            (f"{r.get('round', 0) + 1:<3} " if many else "")
+            + f"{LABELS.get(r['target'], r['target']):<38} {PATTERN_NAMES.get(r['sentences_per_request'], ''):<15} "
+            f"{r['concurrency']:>4} {r['req_per_s']:>9.1f} {r['sentences_per_s']:>9.1f} {_ms(r['p50_ms']):>8} "
+            f"{_ms(r['p95_ms']):>8} {_ms(r['p99_ms']):>8} {r['errors']:>5} {_x(r.get('x_a')):>7} "
+            f"{_x(r.get('x_b')):>7} {r['server_cpu_cores_used']:>9.2f} "
+            f"{'-' if r.get('sentences_per_server_core_s') is None else r['sentences_per_server_core_s']:>11}  "
+            f"{g['cpu_cores_used']:>5.2f}{' SAT' if g['saturated'] else '    '}"
+            f"     {r['machine_cpu_cores_busy']:.2f}/{r['machine_cores']}")
+    return "\n".join(lines)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a (not measured)" if ok is None else ("MET" if ok else "MISSED")
+
+
+def targets(rows: list[dict], device: str, limit: dict | None) -> list[str]:
+    """The issue's targets beside what this run measured (per round when there are several)."""
+    if len(rounds(rows)) > 1:
+        return [f"round {k + 1}: {line}" for k in rounds(rows)
+                for line in targets([r for r in rows if r.get("round", 0) == k], device, None)] + _limit(limit)
+    out = []
+
+    def at(target, sentences, conc):
+        return _find(rows, target, sentences, conc, rows[0].get("round", 0) if rows else 0)
+
+    snap = lambda s, c: at("stack", s, c) or at("snapserve", s, c)
+    if device == "cpu":
+        s, b = at("snapserve", 1, 32), at("b", 1, 32)
+        ok = None if not (s and b and b["req_per_s"]) else s["req_per_s"] >= 3 * b["req_per_s"]
+        out.append("CPU: snapserve >= 3x B req/s at 32 clients: "
+                   + (f"{s['req_per_s']:.1f} vs {b['req_per_s']:.1f} = {s['req_per_s'] / b['req_per_s']:.2f}x "
+                      if ok is not None else "") + _verdict(ok))
+        ok = None if not (s and b and s["p99_ms"] and b["p99_ms"]) else s["p99_ms"] < b["p99_ms"]
+        out.append("CPU: snapserve p99 < B p99 at 32 clients: "
+                   + (f"{s['p99_ms']:.1f} ms vs {b['p99_ms']:.1f} ms " if ok is not None else "") + _verdict(ok))
+        s, b = at("snapserve", 64, 8), at("b", 64, 8)
+        ok = None if not (s and b and b["sentences_per_s"]) else s["sentences_per_s"] >= 2 * b["sentences_per_s"]
+        out.append("CPU: snapserve >= 2x B sentences/s at 8 clients x 64 sentences: "
+                   + (f"{s['sentences_per_s']:.1f} vs {b['sentences_per_s']:.1f} = "
+                      f"{s['sentences_per_s'] / b['sentences_per_s']:.2f}x " if ok is not None else "") + _verdict(ok))
+        s, b = at("snapserve", 1, 1), at("b", 1, 1)
+        ok = None if not (s and b and s["p50_ms"] and b["p50_ms"]) else s["p50_ms"] <= b["p50_ms"] + 2
+        out.append("CPU: snapserve p50 <= B p50 + 2 ms at 1 client: "
+                   + (f"{s['p50_ms']:.1f} ms vs {b['p50_ms']:.1f} ms " if ok is not None else "") + _verdict(ok))
+    else:
+        s, b = snap(1, 256), at("b", 1, 256)
+        ok = None if not s else s["req_per_s"] >= 10_000 and (s["p99_ms"] or 1e9) <= 100 and s["errors"] == 0
+        out.append("GPU: >= 10,000 req/s, p99 <= 100 ms, 0 errors at 256 clients (single): "
+                   + (f"{s['req_per_s']:.0f} req/s, p99 {_ms(s['p99_ms'])} ms, {s['errors']} errors " if s else "")
+                   + _verdict(ok))
+        ok = None if not (s and b and b["req_per_s"]) else s["req_per_s"] >= 50 * b["req_per_s"]
+        out.append("GPU: >= 50x B at 256 clients: "
+                   + (f"{s['req_per_s'] / b['req_per_s']:.1f}x " if ok is not None else "") + _verdict(ok))
+        best = max((r for r in rows if r["target"] in ("stack", "snapserve") and r["sentences_per_request"] == 64),
+                   key=lambda r: r["sentences_per_s"], default=None)
+        ok = None if not best else best["sentences_per_s"] >= 100_000
+        out.append("GPU: >= 100,000 sentences/s with 64-sentence requests: "
+                   + (f"{best['sentences_per_s']:.0f} " if best else "") + _verdict(ok))
+        one = snap(1, 1)
+        ok = None if not (one and one["p50_ms"]) else one["p50_ms"] <= 6
+        out.append("GPU: p50 <= 6 ms at 1 client: " + (f"{one['p50_ms']:.1f} ms " if ok is not None else "")
+                   + _verdict(ok))
+    return out + _limit(limit)
+
+
+def _limit(limit: dict | None) -> list[str]:
+    if not limit:
+        return []
+    return [f"limit: forward pass in-process {limit['best_sentences_per_s']:.0f} sentences/s "
+            f"(batch {limit['best_batch_size']}, {limit['device']})"]
+
+
+def engines_table(inproc: dict | None, rows: list[dict]) -> list[str]:
+    """Each engine x dtype: its forward pass in-process (sentences/s per batch x tokens, cosine to torch
+    fp32) and the same engine through the servers (rows of the engine-* targets, by round)."""
+    lines = []
+    if inproc:
+        shapes = next((r["shapes"] for r in inproc["rows"] if "shapes" in r), [])
+        lines.append(f"engines in-process ({inproc['device']}), sentences/s (ms a pass); cosine to torch fp32:")
+        lines.append(f"  {'variant':<16}" + "".join(f"{str(sh['batch']) + ' x ' + str(sh['tokens']):>20}"
+                                                   for sh in shapes) + f"{'cosine':>10}")
+        for r in inproc["rows"]:
+            if "error" in r:
+                lines.append(f"  {r['variant']:<16} unavailable: {r['error']}")
+            elif r.get("refused"):
+                lines.append(f"  {r['variant']:<16} refused by the quality check (cosine {r['cosine']:.4f} < 0.999)")
+            else:
+                lines.append(f"  {r['variant']:<16}" + "".join(
+                    f"{str(round(sh['sentences_per_s'])) + '/s (' + format(sh['ms'], '.1f') + ' ms)':>20}"
+                    for sh in r["shapes"]) + f"{r['cosine']:>10.5f}")
+    served = [r for r in rows if r["target"].startswith("engine-") or r["target"] == "snapserve"]
+    if any(r["target"].startswith("engine-") for r in served):
+        lines.append("engines through the servers (transformer -> predictor); vs B in the same round:")
+        for r in served:
+            lines.append(f"  round {r.get('round', 0) + 1} {LABELS.get(r['target'], r['target']):<38} "
+                         f"x{r['sentences_per_request']:<3} c={r['concurrency']:<4} {r['sentences_per_s']:>8.1f} sent/s "
+                         f"p50 {_ms(r['p50_ms']):>7} ms  vs B {_x(r.get('x_b')):>7}")
+    return lines
+
+
+def saturation_notes(rows: list[dict]) -> list[str]:
+    """When the generator, or the machine as a whole, may have been the limit."""
+    notes = []
+    for r in rows:
+        g = r["generator"]
+        if g["saturated"]:
+            notes.append(f"{r['target']} c={r['concurrency']} x{r['sentences_per_request']}: a load-generator process "
+                         f"used {g['busiest_process_core_fraction']:.0%} of a core - the generator may be the limit")
+    busy = [r for r in rows if r["machine_cpu_cores_busy"] >= 0.9 * r["machine_cores"]]
+    if busy:
+        notes.append(f"{len(busy)} of {len(rows)} points ran with the machine's cores >= 90% busy: the servers, the "
+                     "generator and any other process shared them; 'srv cores' is what the servers got, "
+                     "'sent/core-s' the throughput per server core")
+    rejected = [r for r in rows if any(k.startswith("HTTP 429") for k in r.get("error_kinds", {}))]
+    for r in rejected:
+        notes.append(f"{r['target']} c={r['concurrency']} x{r['sentences_per_request']}: "
+                     f"{r['error_kinds']['HTTP 429']} requests rejected with 429 (queue full: overload protection)")
+    return notes
+
+
+def plot(rows: list[dict], out: Path, limit: dict | None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    patterns = sorted({r["sentences_per_request"] for r in rows})
+    fig, axes = plt.subplots(len(patterns), 2, figsize=(12, 4 * len(patterns)), squeeze=False)
+    for i, sent in enumerate(patterns):
+        for target in dict.fromkeys(r["target"] for r in rows):
+            pts = sorted((r for r in rows if r["target"] == target and r["sentences_per_request"] == sent
+                          and r.get("round", 0) == 0),
+                         key=lambda r: r["concurrency"])
+            if not pts:
+                continue
+            xs = [p["concurrency"] for p in pts]
+            label = LABELS.get(target, target)
+            axes[i][0].plot(xs, [p["sentences_per_s"] for p in pts], marker="o", label=label)
+            axes[i][1].plot(xs, [p["p99_ms"] or float("nan") for p in pts], marker="o", label=label)
+        if limit:
+            axes[i][0].axhline(limit["best_sentences_per_s"], color="grey", ls="--", label="limit (forward pass)")
+        axes[i][0].set_title(f"{PATTERN_NAMES.get(sent, sent)}: sentences/s")
+        axes[i][1].set_title(f"{PATTERN_NAMES.get(sent, sent)}: p99 latency (ms)")
+        for ax in axes[i]:
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent clients")
+            ax.grid(alpha=0.3)
+        axes[i][1].set_yscale("log")
+        axes[i][0].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the tables of a bench.json again (after a cut-short run: bench.partial.json) and redraw its PNG."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench.report", description=main.__doc__)
+    p.add_argument("json", type=Path)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--png", type=Path, default=None)
+    a = p.parse_args(argv)
+    data = json.loads(a.json.read_text())
+    rows, limit = data["rows"], data.get("limit")
+    add_ratios(rows)
+    print(table(rows))
+    print("\ntargets:\n" + "\n".join("  " + g for g in targets(rows, a.device, limit)))
+    notes = saturation_notes(rows)
+    if notes:
+        print("\nnotes:\n" + "\n".join("  " + n for n in notes))
+    out = plot(rows, a.png or a.json.with_suffix(".png"), limit)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

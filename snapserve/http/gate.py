@@ -1,0 +1,252 @@
+"""The HTTP gate both servers put in front of kserve: request ids, drain state, closed routes.
+
+``RequestGate`` (ASGI, outermost) gives every request an ``x-request-id`` (the client's, or a new
+one) that the handlers, the logs and the answer carry; it counts inference requests by outcome,
+times them and tracks how many are in flight. While the server drains (``DrainState``, set by
+``snapserve.http.lifecycle``) readiness answers 503 and new inference requests get 503 + Retry-After,
+so the load balancer retries them elsewhere. ``ClosedRoutes`` answers 404 for the kserve routes
+snapserve does not serve. ``install`` puts these and the body limit on an app in their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import urllib.parse
+import uuid
+
+import orjson
+
+from snapserve import metrics
+from snapserve.http.bodylimit import BodyLimit, header, reject
+from snapserve.errors import encoded
+
+access = logging.getLogger("snapserve.access")
+errors_log = logging.getLogger("snapserve.errors")
+# inference routes: counted, timed, refused while draining, cancelled when their client hangs up
+INFERENCE_PATHS = ("/infer", ":predict", "/embeddings", "/rerank", "/generate", "/generate_stream", "/completions")
+PROBES = re.compile(r"^/$|^/metrics/?$|^/v2/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/ready)?$|^/v1/models/[^/:]+$")
+READY_PATHS = ("/v2/health/ready", "/ready")
+REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")  # printable, no spaces: safe in logs and headers
+
+
+class DrainState:
+    def __init__(self):
+        self.draining = False
+        self.in_flight = 0
+
+
+STATE = DrainState()
+
+
+def ensure_request_id(scope) -> bytes:
+    """The request's ``x-request-id``: the client's when it is sane, else a new one put in the scope."""
+    given = header(scope, b"x-request-id")
+    if given is not None and REQUEST_ID.match(given):
+        return given
+    rid = uuid.uuid4().hex.encode()
+    scope["headers"] = [(k, v) for k, v in scope.get("headers", ()) if k.lower() != b"x-request-id"]
+    scope["headers"].append((b"x-request-id", rid))
+    return rid
+
+
+class ErrorLog:
+    """One WARNING line per 5xx answer, with its request id and reason, at most ``burst`` lines per
+    ``window_s`` (a dead predictor under load must not flood the log); the rest are counted and the
+    count is reported on the next line that gets through."""
+
+    def __init__(self, burst: int = 10, window_s: float = 10.0):
+        self.burst, self.window_s = burst, window_s
+        self._window_start, self._in_window, self.suppressed = 0.0, 0, 0
+
+    def record(self, component: str, rid: str, method: str, path: str, status: int, reason: str) -> bool:
+        now = time.monotonic()
+        if now - self._window_start >= self.window_s:
+            self._window_start, self._in_window = now, 0
+        if self._in_window >= self.burst:
+            self.suppressed += 1
+            return False
+        self._in_window += 1
+        more = f" ({self.suppressed} more 5xx not logged)" if self.suppressed else ""
+        self.suppressed = 0
+        errors_log.warning("%s answered %d to %s %s (request %s): %s%s", component, status, method, path, rid,
+                           reason, more)
+        return True
+
+
+class RequestGate:
+    def __init__(self, app, component: str, state: DrainState = STATE, log_access: bool = False,
+                 log_probes: bool = False, error_log: ErrorLog | None = None, ready_check=None,
+                 drop_abandoned: bool = True):
+        self.app = app
+        self.drop_abandoned = drop_abandoned
+        self.ready_check = ready_check  # async () -> reason not to be Ready, or None
+        self.component = component
+        self.state = state
+        self.log_access, self.log_probes = log_access, log_probes
+        self.error_log = error_log or ErrorLog()
+        self.seconds = metrics.REQUEST_SECONDS.labels(component)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = ensure_request_id(scope)
+        started = time.perf_counter()
+        status, error_body = 500, b""
+
+        async def send_with_id(message):
+            nonlocal status, error_body
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", rid)]}
+            elif status >= 500 and len(error_body) < 512:
+                error_body += message.get("body", b"")[:512]
+            await send(message)
+
+        try:
+            await self._gated(scope, receive, send_with_id)
+        finally:
+            self._log(scope, rid.decode(), status, error_body, time.perf_counter() - started)
+
+    async def _gated(self, scope, receive, send) -> None:
+        path = scope["path"]
+        if path.endswith(READY_PATHS):
+            if self.state.draining:
+                return await refuse(send, "server is draining", count=None)
+            reason = await self.ready_check() if self.ready_check is not None else None
+            if reason:
+                return await refuse(send, f"not ready: {reason}", count=None, close=False)
+        if not path.endswith(INFERENCE_PATHS):
+            return await self.app(scope, receive, send)
+        if self.state.draining:
+            return await refuse(send, "server is draining; retry on another replica", count=self.component)
+        started = time.perf_counter()
+        status = {"code": 500, "done": False}
+
+        async def track(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                status["done"] = True
+            await send(message)
+
+        self.state.in_flight += 1
+        outcome = None
+        try:
+            if self.drop_abandoned:
+                outcome = await cancel_on_disconnect(self.app, scope, receive, track, status)
+            else:
+                await self.app(scope, receive, track)
+        finally:
+            self.state.in_flight -= 1
+            self.seconds.observe(time.perf_counter() - started)
+            metrics.REQUESTS.labels(self.component, outcome or metrics.outcome(status["code"])).inc()
+
+    def _log(self, scope, rid: str, status: int, error_body: bytes, seconds: float) -> None:
+        method, path = scope.get("method", ""), scope["path"]
+        # a 500 was logged with its traceback by the handler that made it
+        if status > 500:
+            self.error_log.record(self.component, rid, method, path, status, reason_of(error_body))
+        if self.log_access and (self.log_probes or not PROBES.match(path)):
+            client = (scope.get("client") or ("-",))[0]
+            access.info('%s "%s %s" %d %.1f ms id=%s', client, method, path, status, seconds * 1e3, rid)
+
+
+def reason_of(body: bytes) -> str:
+    try:
+        return str(orjson.loads(body).get("error", ""))[:200]
+    except (orjson.JSONDecodeError, AttributeError):
+        return body[:200].decode("utf-8", "replace")
+
+
+async def cancel_on_disconnect(app, scope, receive, send, status: dict) -> str | None:
+    """Run ``app`` and cancel it when the client hangs up before its answer is complete: the request's
+    queued sequences then leave the batcher (its ``submit`` is cancelled) instead of being computed for
+    nobody. Returns "cancelled" when that happened. The client's disconnect is watched only once the
+    body has been read, so the app still gets every body message itself."""
+    body_read = asyncio.Event()
+
+    async def receive_body():
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_read.set()
+        return message
+
+    async def watch(task: asyncio.Task) -> bool:
+        await body_read.wait()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not status["done"] and not task.done():
+                    task.cancel()
+                    return True
+                return False
+
+    task = asyncio.ensure_future(app(scope, receive_body, send))
+    watcher = asyncio.ensure_future(watch(task))
+    try:
+        await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled() and watcher.result():
+            return "cancelled"  # nobody to answer
+        raise
+    finally:
+        watcher.cancel()
+    return None
+
+
+async def refuse(send, reason: str, count: str | None, close: bool = True) -> None:
+    """503 + Retry-After, closing the connection (draining) so the client's next try lands elsewhere."""
+    payload = encoded("unavailable", reason)
+    headers = [(b"content-type", b"application/json"), (b"retry-after", b"1"),
+               (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [*headers, (b"connection", b"close")] if close else headers})
+    await send({"type": "http.response.body", "body": payload})
+    if count:
+        metrics.REQUESTS.labels(count, "rejected").inc()
+
+
+class ClosedRoutes:
+    """404 for kserve routes snapserve does not serve.
+
+    kserve answers ``POST /v2/repository/models/<name>/unload`` without any check: one anonymous
+    request would take the model out of service until the pod restarts (snapserve loads its one
+    model at start and never needs the repository API). ``:explain`` and ``/versions/...`` only
+    ever answer 501, which callers and alerts would read as a server fault.
+    """
+
+    CLOSED = re.compile(r"^/v2/repository(/|$)|:explain$|^/v2/models/[^/]+/versions(/|$)")
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and (self.CLOSED.search(scope["path"]) or versioned(scope)):
+            return await reject(send, "not_found", f"{scope['path']} is not served by snapserve "
+                                "(no model repository API, explainer or model versions)")
+        return await self.app(scope, receive, send)
+
+
+def versioned(scope) -> bool:
+    """A non-empty ``?model_version=``: kserve answers 501 to it on every route."""
+    query = scope.get("query_string", b"")
+    if b"model_version" not in query:
+        return False
+    values = urllib.parse.parse_qs(query.decode("latin-1"), keep_blank_values=True).get("model_version", [])
+    return any(values)
+
+
+def install(app, component: str, max_body_bytes: int, inner: tuple = (), log_access: bool = False,
+            log_probes: bool = False, ready_check=None, drop_abandoned: bool = True) -> None:
+    """From the outside in: RequestGate, ``inner`` middlewares (class, kwargs) in order (the
+    transformer's guard), ClosedRoutes, BodyLimit, then kserve's app."""
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(ClosedRoutes)
+    for cls, kwargs in reversed(inner):
+        app.add_middleware(cls, **kwargs)
+    app.add_middleware(RequestGate, component=component, log_access=log_access, log_probes=log_probes,
+                       ready_check=ready_check, drop_abandoned=drop_abandoned)

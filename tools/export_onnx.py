@@ -1,0 +1,112 @@
+"""Write ``model.onnx`` into a snapshot folder, so the ONNX engine converts nothing at pod start.
+
+    python -m tools.export_onnx --src models/all-MiniLM-L6-v2
+
+The graph is the backbone and its task head (pooling and normalisation for embeddings, softmax for
+classification): one row per sequence out, as ``TorchEngine.execute`` returns. Batch and sequence
+axes are dynamic. The export is checked against torch fp32 on fixed sentences (cosine >= 0.9999)
+before it is kept, and the snapshot's SHA-256 manifest is rewritten to list it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from predictor.encoder import heads, precision
+from snapserve import metadata, snapshot
+from snapserve.metadata import SnapshotInvalid
+
+FILE = "model.onnx"
+MIN_COSINE = 0.9999
+
+
+class WithHead(torch.nn.Module):
+    """The backbone plus the head, as one module with tensor inputs (what the exporter traces)."""
+
+    def __init__(self, model, head, names: tuple[str, ...]):
+        super().__init__()
+        self.model, self.head, self.names = model, head, names
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        return self.head(self.model(input_ids=input_ids, attention_mask=attention_mask, **extra), attention_mask)
+
+
+def export(src: Path, opset: int | None = None) -> dict:
+    """Export, check and list ``src/model.onnx``; returns what was measured."""
+    import onnxruntime as ort
+    import transformers
+
+    src = Path(src)
+    info = metadata.read(src, "auto", 0)
+    head = heads.for_task(info)
+    model = getattr(transformers, head.auto_class).from_pretrained(
+        src, local_files_only=True, use_safetensors=True, dtype=torch.float32).eval()
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        names.append("token_type_ids")  # cross-encoders need the pair's segments
+    wrapped = WithHead(model, head, tuple(names))
+    example = tuple(torch.full((2, 8), 100, dtype=torch.int64) if n == "input_ids" else
+                    torch.ones(2, 8, dtype=torch.int64) if n == "attention_mask" else
+                    torch.zeros(2, 8, dtype=torch.int64) for n in names)
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    with tempfile.TemporaryDirectory(dir=src) as tmp:
+        out = Path(tmp) / FILE
+        torch.onnx.export(wrapped, example, str(out), input_names=names, output_names=["rows"],
+                          dynamic_shapes={n: {0: batch, 1: length} for n in names}, dynamo=True,
+                          external_data=False, opset_version=opset, verbose=False)
+        cosine = _check(wrapped, out, src, info, names, ort)
+        if cosine < MIN_COSINE:
+            raise SnapshotInvalid(f"{FILE} disagrees with torch fp32: cosine {cosine:.6f} < {MIN_COSINE}")
+        _list(src, out)
+    return {"file": str(src / FILE), "cosine": cosine, "inputs": names, "bytes": (src / FILE).stat().st_size}
+
+
+def _check(wrapped, path: Path, src: Path, info, names: list[str], ort) -> float:
+    from snapserve import tokenizer
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids, mask = tokenizer.pad(precision.probe_sequences(src, info), info.pad_id)
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    feeds = {n: feeds[n] for n in names}
+    with torch.inference_mode():
+        reference = wrapped(*(torch.from_numpy(feeds[n]) for n in names)).numpy()
+    return float(precision.cosine(reference, session.run(None, feeds)[0]).min())
+
+
+def _list(src: Path, tmp_file: Path) -> None:
+    """Move the checked file in and add its SHA-256 to the manifest (written first, then the file:
+    a start in between fails loudly on a listed-but-missing file rather than serving an unlisted one)."""
+    manifest = src / snapshot.MANIFEST
+    if manifest.is_file():  # no manifest, nothing verified: one listing only model.onnx would refuse the rest
+        data = json.loads(manifest.read_text())
+        data["files"][FILE] = snapshot.sha256(tmp_file)
+        manifest.write_text(json.dumps(data, indent=1) + "\n")
+    tmp_file.replace(src / FILE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.export_onnx", description=__doc__.splitlines()[0])
+    p.add_argument("--src", type=Path, required=True, help="a snapshot folder (written by python -m snapserve.snapshot)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    a = p.parse_args(argv)
+    try:
+        result = export(a.src, a.opset)
+    except (SnapshotInvalid, snapshot.SnapshotError, OSError) as exc:
+        print(f"export_onnx: {exc}", file=sys.stderr)
+        return 1
+    print(f"export_onnx: {result['file']} ({result['bytes'] / 2**20:.1f} MiB, inputs {', '.join(result['inputs'])}, "
+          f"cosine {result['cosine']:.6f} against torch fp32; listed in {snapshot.MANIFEST})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
