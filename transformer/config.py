@@ -28,6 +28,8 @@ class Settings:
     predictor_max_in_flight: int
     max_queue_sequences: int
     max_queue_sequences_per_key: int
+    max_queue_requests: int
+    max_queue_requests_per_key: int
     http_port: int
     grpc_port: int
     workers: int
@@ -59,6 +61,8 @@ class Settings:
         for name in ("request_timeout_ms", "predictor_connect_timeout_ms"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be > 0 (got {getattr(self, name)})")
+        if self.max_queue_requests < 1 or self.max_queue_requests_per_key < 0:
+            raise ValueError("--max_queue_requests must be at least 1 and --max_queue_requests_per_key >= 0")
         if self.max_queue_sequences_per_key < 0:
             raise ValueError("--max_queue_sequences_per_key must be >= 0 (0: half of --max_queue_sequences)")
         if not self.predictor_unready_after_s >= 0:
@@ -82,6 +86,10 @@ def parser() -> argparse.ArgumentParser:
               help="sequences waiting for a predictor call before 429 (size it to 1-2 s of capacity)")
     flags.add(g, "max_queue_sequences_per_key", 0, int, help="with API keys: sequences one key may have waiting "
               "before its requests get 429 (a key's max_queued= in the keys file wins; 0: half of --max_queue_sequences)")
+    flags.add(g, "max_queue_requests", 256, int, help="generate: chat/completion requests held at once, waiting or "
+              "streaming, before 429 (the predictor's --max_queue_requests is its own engine's)")
+    flags.add(g, "max_queue_requests_per_key", 0, int, help="generate, with API keys: requests one key may hold "
+              "before its requests get 429 (a key's max_queued= in the keys file wins; 0: half of --max_queue_requests)")
     flags.add(g, "predictor_connect_timeout_ms", 3_000.0, float, help="connecting to the predictor")
     flags.add(g, "predictor_unready_after_s", 10.0, float, help="turn not-ready once no predictor has "
               "answered for this long (0: readiness ignores the predictor)")
@@ -116,7 +124,8 @@ def load(argv: list[str] | None = None) -> Settings:
         coalesce_delay_ms=args.coalesce_delay_ms,
         coalesce_max_call_ms=args.coalesce_max_call_ms, predictor_max_in_flight=args.predictor_max_in_flight,
         max_queue_sequences=args.max_queue_sequences,
-        max_queue_sequences_per_key=args.max_queue_sequences_per_key, http_port=args.http_port, grpc_port=args.grpc_port,
+        max_queue_sequences_per_key=args.max_queue_sequences_per_key,
+        max_queue_requests=args.max_queue_requests, max_queue_requests_per_key=args.max_queue_requests_per_key, http_port=args.http_port, grpc_port=args.grpc_port,
         workers=args.workers, grace_period=args.grace_period,
         log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging,
         drop_abandoned=args.drop_abandoned, client_timeout_s=args.client_timeout_s,
