@@ -218,7 +218,7 @@ class Guard:
             # shed at the door: past this, requests would only wait on this process's CPU
             return await reject(send, "overloaded", f"{self.in_flight} requests in progress (limit "
                                 f"{self.max_concurrent}); retry later", [(b"retry-after", b"1")])
-        if self.door_check is not None and scope["path"].endswith(gate.INFERENCE_PATHS):
+        if self.door_check is not None and gate.ROUTES.matches(scope):
             refusal = self.refusal(scope)
             if refusal is not None:
                 return await reject(send, refusal.error_type, refusal.reason,

@@ -10,7 +10,6 @@ snapserve does not serve. ``install`` puts these and the body limit on an app in
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -22,14 +21,48 @@ import orjson
 from snapserve import metrics
 from snapserve.http.bodylimit import BodyLimit, header, reject
 from snapserve.errors import encoded
+from snapserve.http.streaming import cancel_on_disconnect
 
 access = logging.getLogger("snapserve.access")
 errors_log = logging.getLogger("snapserve.errors")
-# inference routes: counted, timed, refused while draining, cancelled when their client hangs up
-INFERENCE_PATHS = ("/infer", ":predict", "/embeddings", "/rerank", "/generate", "/generate_stream", "/completions")
+# Inference routes are counted, timed, refused while draining and cancelled when their client hangs up.
+# A route is one by declaration: our endpoints carry ``@inference``; kserve's own are named here.
+KSERVE_INFERENCE_ROUTES = frozenset({"/v1/models/{model_name}:predict", "/v2/models/{model_name}/infer"})
+INFERENCE_ATTR = "snapserve_inference"
 PROBES = re.compile(r"^/$|^/metrics/?$|^/v2/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/ready)?$|^/v1/models/[^/:]+$")
 READY_PATHS = ("/v2/health/ready", "/ready")
 REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")  # printable, no spaces: safe in logs and headers
+
+
+def inference(endpoint):
+    """Declare a route's endpoint an inference route (the gate's drain, cancel and metrics apply)."""
+    setattr(endpoint, INFERENCE_ATTR, True)
+    return endpoint
+
+
+class InferenceRoutes:
+    """Which request paths are inference routes, read once from the app's declared routes."""
+
+    def __init__(self):
+        self._by_app: dict[int, list[re.Pattern]] = {}  # the routes are fixed once the app serves
+
+    def matches(self, scope) -> bool:
+        app = scope.get("app")
+        if app is None:
+            return False
+        regexes = self._by_app.get(id(app))
+        if regexes is None:
+            regexes = self._by_app[id(app)] = [route.path_regex for route in getattr(app, "routes", ())
+                                               if getattr(route, "path_regex", None) is not None and is_inference(route)]
+        return any(regex.match(scope["path"]) for regex in regexes)
+
+
+def is_inference(route) -> bool:
+    return getattr(route, "path", None) in KSERVE_INFERENCE_ROUTES or \
+        bool(getattr(getattr(route, "endpoint", None), INFERENCE_ATTR, False))
+
+
+ROUTES = InferenceRoutes()
 
 
 class DrainState:
@@ -119,7 +152,7 @@ class RequestGate:
             reason = await self.ready_check() if self.ready_check is not None else None
             if reason:
                 return await refuse(send, f"not ready: {reason}", count=None, close=False)
-        if not path.endswith(INFERENCE_PATHS):
+        if not ROUTES.matches(scope):
             return await self.app(scope, receive, send)
         if self.state.draining:
             return await refuse(send, "server is draining; retry on another replica", count=self.component)
@@ -160,42 +193,6 @@ def reason_of(body: bytes) -> str:
         return str(orjson.loads(body).get("error", ""))[:200]
     except (orjson.JSONDecodeError, AttributeError):
         return body[:200].decode("utf-8", "replace")
-
-
-async def cancel_on_disconnect(app, scope, receive, send, status: dict) -> str | None:
-    """Run ``app`` and cancel it when the client hangs up before its answer is complete: the request's
-    queued sequences then leave the batcher (its ``submit`` is cancelled) instead of being computed for
-    nobody. Returns "cancelled" when that happened. The client's disconnect is watched only once the
-    body has been read, so the app still gets every body message itself."""
-    body_read = asyncio.Event()
-
-    async def receive_body():
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            body_read.set()
-        return message
-
-    async def watch(task: asyncio.Task) -> bool:
-        await body_read.wait()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                if not status["done"] and not task.done():
-                    task.cancel()
-                    return True
-                return False
-
-    task = asyncio.ensure_future(app(scope, receive_body, send))
-    watcher = asyncio.ensure_future(watch(task))
-    try:
-        await task
-    except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled() and watcher.result():
-            return "cancelled"  # nobody to answer
-        raise
-    finally:
-        watcher.cancel()
-    return None
 
 
 async def refuse(send, reason: str, count: str | None, close: bool = True) -> None:

@@ -16,6 +16,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from snapserve.http.gate import inference
 from snapserve.errors import ServingError, json_object
 from transformer import encoding_options
 
@@ -55,7 +56,7 @@ def router(model) -> APIRouter:
                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         return Response(orjson.dumps(answer), media_type="application/json")
 
-    api.add_api_route(f"{prefix()}/v1/embeddings", embeddings, methods=["POST"])
+    api.add_api_route(f"{prefix()}/v1/embeddings", inference(embeddings), methods=["POST"])
     add_models_route(api, model.name, created)
     return api
 

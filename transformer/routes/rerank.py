@@ -23,6 +23,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from snapserve.http.gate import inference
 from snapserve import metadata, metrics, tensors
 from snapserve.errors import ServingError, json_object
 
@@ -190,6 +191,6 @@ def router(model) -> APIRouter:
             answer.append(item)
         return json_response(answer)
 
-    api.add_api_route("/v1/rerank", cohere, methods=["POST"])
-    api.add_api_route("/rerank", tei, methods=["POST"])
+    api.add_api_route("/v1/rerank", inference(cohere), methods=["POST"])
+    api.add_api_route("/rerank", inference(tei), methods=["POST"])
     return api
