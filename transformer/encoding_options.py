@@ -25,6 +25,14 @@ def plain(value):
     return value
 
 
+def flag(value, name: str, default: bool) -> bool:
+    """A true/false parameter (None: ``default``), or a 400 naming it."""
+    value = default if value is None else getattr(value, "bool_param", value)  # gRPC wraps parameters
+    if not isinstance(value, bool):
+        raise ServingError("validation", f"'{name}' must be true or false")
+    return value
+
+
 def allowed_dimensions(model) -> tuple[int, tuple[int, ...]]:
     """(the widest ``dimensions`` allowed, the declared Matryoshka widths or () for any up to it)."""
     width = model.info.width

@@ -49,7 +49,7 @@ def router(model) -> APIRouter:
             raise ServingError("validation", "'encoding_format' must be 'float' or 'base64'")
         texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
         options = encoding_options.read(model, body)  # dimensions (Matryoshka), prompt_name (as TEI)
-        matrix, tokens = await model.embed(texts, dict(request.headers), body.get("truncate", True), options)
+        matrix, tokens = await model.pipeline.embed(texts, dict(request.headers), body.get("truncate", True), options)
         data = [{"object": "embedding", "index": i, "embedding": v}
                 for i, v in enumerate(vectors(matrix, encoding_format))]
         answer = {"object": "list", "data": data, "model": model.name,

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 
 from snapserve.errors import ServingError, json_object
 from transformer import encoding_options
-from transformer.routes.rerank import flag
+from transformer.encoding_options import flag
 
 
 def tokens_of(encoding, text: str) -> list[dict]:
@@ -40,7 +40,7 @@ def router(model) -> APIRouter:
             raise ServingError("validation", "'inputs' is required: a string or a list of strings")
         texts = [body["inputs"]] if isinstance(body["inputs"], str) else body["inputs"]
         texts = encoding_options.prompted({"prompt": encoding_options.prompt(model, body.get("prompt_name"))},
-                                          model.validate_texts(texts))
+                                          model.pipeline.validate_texts(texts))
         special = flag(body.get("add_special_tokens"), "add_special_tokens", True)
         loop = asyncio.get_running_loop()
         encoded = await loop.run_in_executor(None, lambda: tokenizer.encode_batch(texts, add_special_tokens=special))
