@@ -51,19 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         model_server.app.include_router(openai_api.router(model))
         model_server.app.include_router(rerank.router(model))
         model_server.app.include_router(tokenize_api.router(model))
-    # Ready only while a predictor answered recently (README: "Readiness"): a Service must not route to
-    # a transformer whose requests can only wait and fail.
+    # Both products: ready only while a predictor answered recently (README: "Readiness"), since a
+    # Service must not route to a transformer whose requests can only wait and fail; and the door check,
+    # the queue's admission for one more request, answered before its body is read.
     ready_check = None
-    client = getattr(model, "client", None)
-    if settings.predictor_unready_after_s > 0 and hasattr(client, "unready_reason"):
+    if settings.predictor_unready_after_s > 0:
         async def ready_check():
-            return await client.unready_reason(settings.predictor_unready_after_s)
+            return await model.client.unready_reason(settings.predictor_unready_after_s)
     kserve_compat.grpc_deadlines_and_errors()
     kserve_compat.fast_tensors()
     kserve_compat.limit_client_reads(settings.client_timeout_s, metrics.SLOW_CLIENTS_CLOSED.labels("transformer").inc)
     guard.install(model_server.app, settings.guard, log_access=settings.log_access, log_probes=settings.log_probes,
                   ready_check=ready_check, drop_abandoned=settings.drop_abandoned,
-                  door_check=(lambda headers: model.refuse_if_full(1, headers)) if hasattr(model, "refuse_if_full") else None)
+                  door_check=lambda headers: model.refuse_if_full(1, headers))
     lifecycle.run(server, model, settings.grace_period)
     return 0
 

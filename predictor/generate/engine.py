@@ -42,6 +42,7 @@ from transformers.generation.continuous_batching.requests import RequestState
 from predictor import device as devices
 from predictor.generate.settings import GenerateSettings
 from snapserve import metrics
+from snapserve.scheduling import admission
 from snapserve.errors import ServingError
 from snapserve.metadata import ModelInfo
 
@@ -350,13 +351,13 @@ class GenerationEngine:
             fits = min(fits, cache.num_blocks * self.page_size - prompt_tokens - self.page_size)
         return max(0, min(fits, self.settings.max_new_tokens))
 
-    def admit(self) -> None:
+    def admit(self, within_s: float | None = None) -> None:
+        """One more request, within ``within_s`` of its deadline: snapserve's one admission rule over
+        the requests held (running or waiting)."""
         if not self.accepting:
             raise ServingError("unavailable", "server is shutting down", retry_after=1)
-        if self.held >= self.settings.max_queue_requests:
-            raise ServingError("overloaded", f"{self.held} generation requests are running or waiting "
-                               f"(--max_queue_requests {self.settings.max_queue_requests}); retry later",
-                               retry_after=1)
+        admission.admit(admission.Load(self.held, self.settings.max_queue_requests, unit="generation requests "
+                                       "(--max_queue_requests)"), 1, within_s)
 
     async def generate(self, prompt: list[int], sampling: Sampling) -> AsyncIterator[Delta]:
         """Stream one request's new tokens. Closing the iterator (the client went away) cancels

@@ -11,8 +11,10 @@ A stream carries the same keys per event, the ids being the new ones.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +23,7 @@ import kserve
 
 from predictor.config import Settings
 from predictor.generate.engine import Delta, GenerationEngine, Sampling
-from snapserve import metadata
+from snapserve import deadlines, metadata
 from snapserve.errors import ServingError
 
 log = logging.getLogger("snapserve.predictor")
@@ -34,6 +36,7 @@ class GenerateJob:
     sampling: Sampling
     text: bool  # the client sent text_input: answer with text_output too
     request_id: str
+    deadline: float = 0.0  # time.monotonic() by which its first token must come (else 504)
 
 
 def _number(params: dict, name: str, kind, low: float, high: float | None, default):
@@ -124,7 +127,13 @@ class GenerateModel(kserve.Model):
             stop_token_ids=tuple(stop_ids), ignore_eos=ignore_eos,
             seed=_number(params, "seed", int, -(2**63), 2**64 - 1, None))
         rid = body.get("id") if isinstance(body.get("id"), str) else None
-        return GenerateJob(prompt, sampling, text, rid or (headers or {}).get("x-request-id") or uuid.uuid4().hex)
+        deadline = time.monotonic() + deadlines.timeout_for(headers, self.settings.request_timeout_ms)
+        return GenerateJob(prompt, sampling, text, rid or (headers or {}).get("x-request-id") or uuid.uuid4().hex,
+                           deadline)
+
+    def admit(self, job: GenerateJob) -> None:
+        """The engine's admission (snapserve.scheduling.admission) for one request within its deadline."""
+        self.engine.admit(job.deadline - time.monotonic() if self.settings.drop_abandoned else None)
 
     def _prompt(self, body: dict) -> tuple[list[int], bool]:
         if "input_ids" in body:
@@ -157,7 +166,13 @@ class GenerateModel(kserve.Model):
         from snapserve.textstream import TextStream
 
         decoder = TextStream(self.tokenizer) if job.text else None
-        async for delta in self.engine.generate(job.prompt, job.sampling):
+        deltas = self.engine.generate(job.prompt, job.sampling)
+        try:
+            first = await asyncio.wait_for(anext(deltas), max(0.001, job.deadline - time.monotonic())) \
+                if self.settings.drop_abandoned else await anext(deltas)
+        except TimeoutError:  # the generator was cancelled inside: the request has left the engine
+            raise ServingError("timeout", "no token within the request's deadline") from None
+        async for delta in _chain(first, deltas):
             text = None
             if decoder is not None:
                 text = decoder.step(delta.token_ids) + (decoder.finish() if delta.finish_reason else "")
@@ -176,3 +191,9 @@ class GenerateModel(kserve.Model):
         self.ready = False
         if self.engine is not None:
             await self.engine.stop(self.settings.grace_period)
+
+
+async def _chain(first, rest):
+    yield first
+    async for item in rest:
+        yield item

@@ -3,29 +3,29 @@
 ``GET {prefix}/v1/models``, over a ``ChatModel``.
 
 Validated here, refused from the status table: a ``model`` not served (404), bad messages or
-parameters (400), ``n`` other than 1, log probabilities and tools (400: not served). A client that
-goes away, like a stop string, closes the predictor's stream, which cancels the request there.
+parameters (400), ``n`` other than 1, log probabilities and tools (400: not served). Both are
+declared inference routes: a client that goes away is cancelled by the gate
+(``snapserve.http.streaming``), which, like a stop string, closes the predictor's stream and so
+cancels the request there. Parse and format only: admission, deadlines and retries are the
+``ChatModel``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
-from snapserve.errors import ServingError, body, json_object
+from snapserve.errors import ServingError, json_object
+from snapserve.http.gate import inference
+from snapserve.http.streaming import sse_response
 from transformer.chat.template import messages_of
 from transformer.routes.openai import add_models_route, prefix
 
 MAX_STOPS = 16
-
-
-def sse(value) -> bytes:
-    return b"data: " + (value if isinstance(value, bytes) else orjson.dumps(value)) + b"\n\n"
 
 
 def _bounded(body: dict, name: str, kind, low, high, strict_low: bool = False):
@@ -82,12 +82,6 @@ def usage(prompt: int, completion: int) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-async def disconnected(request: Request) -> None:
-    """Returns when the client disconnects (its body was read, so nothing else arrives)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 def router(model) -> APIRouter:
     """Routes bound to one ``ChatModel``."""
     api = APIRouter()
@@ -106,21 +100,9 @@ def router(model) -> APIRouter:
                 "model": model.name}
         pieces = model.pieces(prompt, params, stops, headers)
         if stream:
-            first = await anext(pieces)  # a refusal (429, 422, ...) still gets its own status, before the 200
-            return StreamingResponse(events(base, chat, first, pieces, len(prompt), include_usage),
-                                     media_type="text/event-stream",
-                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-        work = asyncio.ensure_future(collect(pieces))
-        gone = asyncio.ensure_future(disconnected(request))
-        try:
-            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not work.done():
-                work.cancel()  # the client left: closes the predictor stream, cancelling the request
-        if work.cancelled():
-            return Response(status_code=499)
-        text, tokens, reason = work.result()
+            first = await anext(pieces)  # a refusal (429, 503, 504, ...) still gets its own status, before the 200
+            return sse_response(chunks(base, chat, first, pieces, len(prompt), include_usage), rid, done=True)
+        text, tokens, reason = await collect(pieces)
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                       "finish_reason": reason}
@@ -136,8 +118,8 @@ def router(model) -> APIRouter:
     async def completions(request: Request) -> Response:
         return await run(request, chat=False)
 
-    api.add_api_route(f"{prefix()}/v1/chat/completions", chat_completions, methods=["POST"])
-    api.add_api_route(f"{prefix()}/v1/completions", completions, methods=["POST"])
+    api.add_api_route(f"{prefix()}/v1/chat/completions", inference(chat_completions), methods=["POST"])
+    api.add_api_route(f"{prefix()}/v1/completions", inference(completions), methods=["POST"])
     add_models_route(api, model.name, created)
     return api
 
@@ -157,7 +139,8 @@ async def collect(pieces) -> tuple[str, int, str]:
     return "".join(texts), piece.completion_tokens, piece.finish_reason
 
 
-async def events(base: dict, chat: bool, first, pieces, prompt_tokens: int, include_usage: bool):
+async def chunks(base: dict, chat: bool, first, pieces, prompt_tokens: int, include_usage: bool):
+    """The OpenAI chunks of one stream (the SSE writer frames them, and ends an error as its last event)."""
     def chunk(text: str | None, reason: str | None, role: bool = False) -> dict:
         if chat:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
@@ -166,22 +149,17 @@ async def events(base: dict, chat: bool, first, pieces, prompt_tokens: int, incl
             choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
         return {**base, "choices": [choice], **({"usage": None} if include_usage else {})}
 
-    last = first
     try:
         if chat:
-            yield sse(chunk(None, None, role=True))
+            yield chunk(None, None, role=True)
         piece = first
         while True:
-            last = piece
             if piece.text or piece.finish_reason:
-                yield sse(chunk(piece.text, piece.finish_reason))
+                yield chunk(piece.text, piece.finish_reason)
             if piece.finish_reason:
                 break
             piece = await anext(pieces)
         if include_usage:
-            yield sse({**base, "choices": [], "usage": usage(prompt_tokens, last.completion_tokens)})
-    except ServingError as exc:  # after the 200 went out, an error is the stream's last event
-        yield sse(body(exc.error_type, exc.reason))
+            yield {**base, "choices": [], "usage": usage(prompt_tokens, piece.completion_tokens)}
     finally:
         await pieces.aclose()
-    yield sse(b"[DONE]")
