@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     from kserve import model_server
 
     from predictor.encoder.model import SnapshotModel
-    from snapserve import flags, metrics
+    from snapserve import metrics
+    from snapserve.settings import describe
     from snapserve.http import gate, handlers as http_errors, kserve_compat, lifecycle
     from snapserve.metadata import SnapshotInvalid
     from snapserve.snapshot import SnapshotError
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port, workers=1,
                                 grace_period=settings.grace_period, enable_latency_logging=settings.trace_logging)
     lifecycle.configure_logging(settings)
-    log.info("settings: %s", flags.describe(settings))
+    log.info("settings: %s", describe(settings))
     from snapserve import metadata
 
     try:

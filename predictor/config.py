@@ -1,53 +1,82 @@
-"""The predictor's settings: the only place that reads argv and the environment."""
+"""The predictor's settings: the only place that reads argv and the environment.
+
+Each field is declared once (``snapserve.settings.setting``): flag, env var, default, help, the tasks it
+applies to and the chart value that sets it. README's flag table is generated from here
+(``python -m tools.render_flags``).
+"""
 
 from __future__ import annotations
 
 import argparse
+
 import dataclasses
-from pathlib import Path
 
 from predictor.encoder import autotune, tuning_cache
-
 from predictor.generate import settings as generate_config
-from snapserve import flags, metadata
+from snapserve import metadata, settings as S
 from snapserve.scheduling.batcher import BatchLimits
+from snapserve.settings import ENCODER, setting
+
+
+def _instances(value, args) -> int:
+    if value != autotune.AUTO:
+        return value
+    from predictor import device
+
+    return device.auto_instances(args.device, args.cpu_threads)
+
+
+def _cache_dir(value: str, args) -> str:
+    return "" if value.lower() in ("off", "none") else value
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    model_name: str
-    model_dir: Path
-    task: str
-    device: str
-    dtype: str
-    max_batch_size: int | str  # "auto": tuned at warm-up (predictor/encoder/autotune.py)
-    max_batch_tokens: int | str
-    max_delay_ms: float
-    instances: int
-    cpu_threads: int
-    max_queue_sequences: int
-    max_length: int
-    warmup: bool
-    verify_snapshot: bool
-    http_port: int
-    grpc_port: int
-    workers: int
-    grace_period: int
-    log_access: bool
-    log_probes: bool
-    trace_logging: bool
-    drop_abandoned: bool
-    client_timeout_s: float
-    request_timeout_ms: float
-    cpu_bf16: bool
-    max_body_bytes: int
-    max_batch_latency_ms: float | str = "auto"
-    shared_batch_latency_ms: float | str = "auto"
-    engine: str = "auto"
-    compile: bool = False
-    quantize: str = "none"
-    tuning_cache: str = ""
-    generate: generate_config.GenerateSettings = dataclasses.field(default_factory=generate_config.GenerateSettings)
+class Settings(S.shared("predictor")):
+    task: str = setting("auto", "what to compute", choices=["auto", *metadata.TASKS], chart="predictor.task")
+    device: str = setting("auto", "where to run the model", choices=["auto", "cuda", "cpu"], chart="predictor.device")
+    dtype: str = setting("auto", "auto: bf16 on CUDA when supported, else fp16; on CPU bf16 when it has AVX-512 BF16 "
+                         "or AMX and passes the start-up check against fp32, else fp32",
+                         choices=["auto", "bfloat16", "float16", "float32"], chart="predictor.dtype")
+    # "auto": tuned at warm-up (predictor/encoder/autotune.py)
+    max_batch_size: int | str = setting("auto", "most sequences in one forward pass (auto: measured at warm-up)",
+                                        type=autotune.int_or_auto, tasks=ENCODER,
+                                        chart="predictor.batching.maxBatchSize")
+    max_batch_tokens: int | str = setting("auto", "most padded tokens in one forward pass (auto: measured at warm-up)",
+                                          type=autotune.int_or_auto, tasks=ENCODER,
+                                          chart="predictor.batching.maxBatchTokens")
+    max_batch_latency_ms: float | str = setting(
+        "auto", "the forward-pass time auto batch limits stay within (auto: 50 on CPU, 20 on GPU)",
+        type=autotune.float_or_auto, tasks=ENCODER)
+    shared_batch_latency_ms: float | str = setting(
+        "auto", "while more than one API key sent work in the last 2 s, batches fit this forward-pass time, so "
+        "another key's request waits behind short ones (auto: 0.2 x the latency budget; 0: off)",
+        type=autotune.float_or_auto, tasks=ENCODER)
+    engine: str = setting("auto", "auto: whichever of torch and ONNX Runtime (model.onnx in the snapshot) measures "
+                          "faster", choices=["auto", "torch", "onnx"], tasks=ENCODER)
+    compile: bool = setting(False, "torch.compile the forward; warm-up compiles every length bucket", tasks=ENCODER)
+    quantize: str = setting("none", "int8: ONNX Runtime dynamic int8, kept only if it passes the start-up quality "
+                            "check", choices=["none", "int8"], tasks=ENCODER)
+    max_delay_ms: float = setting(1.0, "longest wait for more work while the device is idle", tasks=ENCODER,
+                                  chart="predictor.batching.maxDelayMs")
+    instances: int = setting("auto", "model executions at once over shared weights (auto: 1 on a GPU; on a CPU one "
+                             "per core of --cpu_threads, at most 4, each single-threaded)", type=autotune.int_or_auto,
+                             tasks=ENCODER, chart="predictor.instances", after=_instances)
+    # The chart sets CPU_THREADS from the container's CPU limit (rounded up), when it has one.
+    cpu_threads: int = setting(0, "CPU threads for the model on CPU, split across instances (0: every core; set it "
+                               "to the pod's CPU limit)", chart="predictor.resources.limits.cpu")
+    max_queue_sequences: int = setting(4096, "sequences waiting before new requests get 429", tasks=ENCODER,
+                                       chart="predictor.batching.maxQueueSequences")
+    # On by default (issue 11): its memory growth is bounded (predictor/encoder/precision.py); the overload tests'
+    # 9-38 s accepted p99 with it was their load generator's (tests/hardening/load.py open_loop), not the servers'.
+    cpu_bf16: bool = setting(True, "with --dtype auto on a CPU with native bf16 (AVX-512 BF16/AMX): bf16 when a "
+                             "check against fp32 gives cosine >= 0.999", tasks=ENCODER)
+    tuning_cache: str = setting(
+        tuning_cache.DEFAULT_DIR, "folder where start-up keeps what it measured (engine race, batch tuning) for the "
+        "next start on the same machine and flags: a restarted container serves sooner (the chart's /tmp is an "
+        "emptyDir, which outlives a container); off: measure every start", tasks=ENCODER, after=_cache_dir)
+    warmup: bool = setting(True, "run warm-up forward passes before turning ready")
+    verify_snapshot: bool = setting(True, "check snapserve-manifest.json when present")
+    generate: generate_config.GenerateSettings = S.group(generate_config.GenerateSettings)  # noqa: RUF009 (a dataclasses.field)
 
     def __post_init__(self):
         self.batch_limits()  # the batcher's own checks, at start rather than at the first request
@@ -62,79 +91,26 @@ class Settings:
         auto = BatchLimits()
         size = auto.max_batch_size if self.max_batch_size == autotune.AUTO else self.max_batch_size
         tokens = auto.max_batch_tokens if self.max_batch_tokens == autotune.AUTO else self.max_batch_tokens
+        instances = 1 if self.instances == autotune.AUTO else self.instances
         if self.max_batch_latency_ms != autotune.AUTO and not self.max_batch_latency_ms > 0:
             raise ValueError(f"--max_batch_latency_ms must be > 0 or auto (got {self.max_batch_latency_ms})")
         if self.shared_batch_latency_ms != autotune.AUTO and not self.shared_batch_latency_ms >= 0:
             raise ValueError(f"--shared_batch_latency_ms must be >= 0 or auto (got {self.shared_batch_latency_ms})")
         try:
-            return BatchLimits(size, tokens, self.max_delay_ms, self.instances, self.max_queue_sequences)
+            return BatchLimits(size, tokens, self.max_delay_ms, instances, self.max_queue_sequences)
         except ValueError as exc:
             raise ValueError(f"--{exc}") from None
 
 
 def parser() -> argparse.ArgumentParser:
-    p, g = flags.server_parser(
-        "predictor", "snapserve predictor: a Hugging Face snapshot behind kserve with dynamic batching")
-    flags.add(g, "task", "auto", choices=["auto", *metadata.TASKS], help="what to compute")
-    flags.add(g, "device", "auto", choices=["auto", "cuda", "cpu"], help="where to run the model")
-    flags.add(g, "dtype", "auto", choices=["auto", "bfloat16", "float16", "float32"],
-              help="auto: bf16 on CUDA when supported, else fp16; on CPU bf16 when it has AVX-512 BF16 or AMX and "
-              "passes the start-up check against fp32, else fp32")
-    flags.add(g, "max_batch_size", "auto", autotune.int_or_auto,
-              help="most sequences in one forward pass (auto: measured at warm-up)")
-    flags.add(g, "max_batch_tokens", "auto", autotune.int_or_auto,
-              help="most padded tokens in one forward pass (auto: measured at warm-up)")
-    flags.add(g, "max_batch_latency_ms", "auto", autotune.float_or_auto,
-              help="the forward-pass time auto batch limits stay within (auto: 50 on CPU, 20 on GPU)")
-    flags.add(g, "shared_batch_latency_ms", "auto", autotune.float_or_auto,
-              help="while more than one API key sent work in the last 2 s, batches fit this forward-pass time, "
-              "so another key's request waits behind short ones (auto: 0.2 x the latency budget; 0: off)")
-    flags.add(g, "engine", "auto", choices=["auto", "torch", "onnx"],
-              help="auto: whichever of torch and ONNX Runtime (model.onnx in the snapshot) measures faster")
-    flags.add(g, "compile", False, bool, help="torch.compile the forward; warm-up compiles every length bucket")
-    flags.add(g, "quantize", "none", choices=["none", "int8"],
-              help="int8: ONNX Runtime dynamic int8, kept only if it passes the start-up quality check")
-    flags.add(g, "max_delay_ms", 1.0, float, help="longest wait for more work while the device is idle")
-    flags.add(g, "instances", "auto", autotune.int_or_auto, help="model executions at once over shared weights "
-              "(auto: 1 on a GPU; on a CPU one per core of --cpu_threads, at most 4, each single-threaded)")
-    flags.add(g, "cpu_threads", 0, int, help="CPU threads for the model on CPU, split across instances "
-              "(0: every core; set it to the pod's CPU limit)")
-    flags.add(g, "max_queue_sequences", 4096, int, help="sequences waiting before new requests get 429")
-    # On by default (issue 11): its memory growth is bounded (predictor/encoder/precision.py); the overload tests'
-    # 9-38 s accepted p99 with it was their load generator's (tests/hardening/load.py open_loop), not the servers'.
-    flags.add(g, "cpu_bf16", True, bool, help="with --dtype auto on a CPU with native bf16 (AVX-512 BF16/AMX): "
-              "bf16 when a check against fp32 gives cosine >= 0.999")
-    flags.add(g, "tuning_cache", tuning_cache.DEFAULT_DIR, str, help="folder where start-up keeps what it measured "
-              "(engine race, batch tuning) for the next start on the same machine and flags: a restarted container "
-              "serves sooner (the chart's /tmp is an emptyDir, which outlives a container); off: measure every start")
-    flags.add(g, "warmup", True, bool, help="run warm-up forward passes before turning ready")
-    flags.add(g, "verify_snapshot", True, bool, help="check snapserve-manifest.json when present")
-    generate_config.add_arguments(g)
-    return p
+    return S.parser(Settings, "predictor",
+                    "snapserve predictor: a Hugging Face snapshot behind kserve with dynamic batching")
 
 
-def instances(args) -> int:
-    if args.instances != autotune.AUTO:
-        return args.instances
-    from predictor import device
-
-    return device.auto_instances(args.device, args.cpu_threads)
-
-
-def load(argv: list[str] | None = None) -> Settings:
-    args = parser().parse_args(argv)
-    return Settings(
-        model_name=args.model_name, model_dir=Path(args.model_dir), task=args.task, device=args.device,
-        dtype=args.dtype, max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens,
-        max_delay_ms=args.max_delay_ms, instances=instances(args), cpu_threads=args.cpu_threads,
-        max_queue_sequences=args.max_queue_sequences, max_length=args.max_length, warmup=args.warmup,
-        verify_snapshot=args.verify_snapshot, http_port=args.http_port, grpc_port=args.grpc_port,
-        workers=args.workers, grace_period=args.grace_period,
-        max_batch_latency_ms=args.max_batch_latency_ms, shared_batch_latency_ms=args.shared_batch_latency_ms,
-        engine=args.engine, compile=args.compile,
-        quantize=args.quantize, tuning_cache="" if args.tuning_cache.lower() in ("off", "none") else args.tuning_cache,
-        log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging,
-        drop_abandoned=args.drop_abandoned, client_timeout_s=args.client_timeout_s, request_timeout_ms=args.request_timeout_ms,
-        cpu_bf16=args.cpu_bf16, max_body_bytes=args.max_body_bytes,
-        generate=generate_config.settings_from(args),
-    )
+def load(argv: list[str] | None = None, task: str | None = None) -> Settings:
+    """Settings from argv and the environment. A flag set explicitly that does not apply to the snapshot's
+    task (``task``, else read from --model_dir when it is there) is refused."""
+    settings, explicit = S.load(Settings, parser(), argv)
+    S.refuse_inapplicable(Settings, explicit, task or S.snapshot_task(settings.model_dir, settings.task),
+                          settings.model_dir)
+    return settings

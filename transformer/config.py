@@ -1,51 +1,73 @@
-"""The transformer's settings: the only place that reads argv and the environment."""
+"""The transformer's settings: the only place that reads argv and the environment.
+
+Each field is declared once (``snapserve.settings.setting``): flag, env var, default, help, the tasks it
+applies to and the chart value that sets it. README's flag table is generated from here
+(``python -m tools.render_flags``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
-from snapserve import flags
+from snapserve import settings as S
+from snapserve.settings import ENCODER, GENERATE, kserve, setting
 from transformer import guard
 
 
+def _protocol(value: str, args) -> str:
+    protocol = value if value != "v1" else args.protocol
+    return "v2" if protocol == "v1" else protocol  # kserve's default; the predictor speaks v2 with binary tensors
+
+
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    model_name: str
-    model_dir: Path
-    predictor_host: str
-    predictor_protocol: str
-    predictor_timeout: int
-    predictor_use_ssl: bool
-    predictor_health_check: bool
-    max_length: int
-    max_texts: int
-    max_text_chars: int
-    coalesce_max_sequences: int
-    coalesce_delay_ms: float
-    coalesce_max_call_ms: float
-    predictor_max_in_flight: int
-    max_queue_sequences: int
-    max_queue_sequences_per_key: int
-    max_queue_requests: int
-    max_queue_requests_per_key: int
-    http_port: int
-    grpc_port: int
-    workers: int
-    grace_period: int
-    log_access: bool
-    log_probes: bool
-    trace_logging: bool
-    drop_abandoned: bool
-    client_timeout_s: float
-    log_predictor_calls: bool
-    request_timeout_ms: float
-    predictor_connect_timeout_ms: float
-    predictor_unready_after_s: float
-    guard: guard.GuardSettings
-    max_dimensions: int = 0  # widest Matryoshka `dimensions` a request may ask for (0: the model's width)
-    matryoshka_dims: tuple[int, ...] = ()  # the only widths allowed (empty: the snapshot's, else any)
+class Settings(S.shared("transformer")):
+    # kserve's own flags, read from its parser (KServe passes --predictor_host to a transformer).
+    predictor_host: str = kserve("predictor_host", "", lambda value, args: value or "")
+    predictor_protocol: str = kserve("predictor_protocol", "v2", _protocol)
+    predictor_timeout: int = kserve("predictor_request_timeout_seconds", 600)
+    predictor_use_ssl: bool = kserve("predictor_use_ssl", False)
+    predictor_health_check: bool = kserve("enable_predictor_health_check", False)
+
+    max_texts: int = setting(2048, "most texts in one request (more: 413)", tasks=ENCODER,
+                             chart="transformer.limits.maxTexts")
+    max_text_chars: int = setting(100_000, "longest text in characters (longer: 413)",
+                                  chart="transformer.limits.maxTextChars")
+    coalesce_max_sequences: int = setting(256, "most sequences coalesced into one predictor call", tasks=ENCODER,
+                                          chart="transformer.coalesce.maxSequences")
+    coalesce_delay_ms: float = setting(0.5, "wait for more requests while no predictor call is in flight",
+                                       tasks=ENCODER, chart="transformer.coalesce.delayMs")
+    coalesce_max_call_ms: float = setting(
+        100.0, "a predictor call holds at most about this many ms of work at the measured throughput (a request "
+        "waits for its whole call); 0: only --coalesce_max_sequences", type=S.non_negative, tasks=ENCODER,
+        chart="transformer.coalesce.maxCallMs")
+    predictor_max_in_flight: int = setting(4, "predictor calls at once from this process", tasks=ENCODER,
+                                           chart="transformer.coalesce.maxInFlight")
+    max_queue_sequences: int = setting(2048, "sequences waiting for a predictor call before 429 (size it to 1-2 s "
+                                       "of capacity)", tasks=ENCODER, chart="transformer.queue.maxSequences")
+    max_queue_sequences_per_key: int = setting(
+        0, "with API keys: sequences one key may have waiting before its requests get 429 (a key's max_queued= in "
+        "the keys file wins; 0: half of --max_queue_sequences)", tasks=ENCODER,
+        chart="transformer.queue.maxSequencesPerKey")
+    max_queue_requests: int = setting(
+        256, "generate: chat/completion requests held at once, waiting or streaming, before 429 (the predictor's "
+        "--max_queue_requests is its own engine's)", tasks=GENERATE, chart="transformer.queue.maxRequests")
+    max_queue_requests_per_key: int = setting(
+        0, "generate, with API keys: requests one key may hold before its requests get 429 (a key's max_queued= "
+        "in the keys file wins; 0: half of --max_queue_requests)", tasks=GENERATE,
+        chart="transformer.queue.maxRequestsPerKey")
+    predictor_connect_timeout_ms: float = setting(3_000.0, "connecting to the predictor",
+                                                  chart="transformer.timeouts.predictorConnectMs")
+    predictor_unready_after_s: float = setting(
+        10.0, "turn not-ready once no predictor has answered for this long (0: readiness ignores the predictor)",
+        chart="transformer.timeouts.predictorUnreadyAfterSeconds")
+    log_predictor_calls: bool = setting(False, "one line per predictor call, naming the client request ids it served")
+    max_dimensions: int = setting(0, "widest Matryoshka 'dimensions' a request may ask for (0: the model's width)",
+                                  tasks=ENCODER)
+    matryoshka_dims: tuple[int, ...] = setting(
+        (), "comma-separated widths 'dimensions' must be one of (default: the snapshot's "
+        "config_sentence_transformers.json matryoshka_dims, else any up to the width)", type=S.int_list, tasks=ENCODER)
+    guard: guard.GuardSettings = S.group(guard.GuardSettings)  # noqa: RUF009 (a dataclasses.field)
 
     def __post_init__(self):
         if self.max_dimensions < 0 or any(d < 1 for d in self.matryoshka_dims):
@@ -71,66 +93,16 @@ class Settings:
             raise ValueError(f"--coalesce_delay_ms must be >= 0 (got {self.coalesce_delay_ms})")
 
 
+
+
 def parser() -> argparse.ArgumentParser:
-    p, g = flags.server_parser(
-        "transformer", "snapserve transformer: validation, tokenisation and post-processing on CPU")
-    flags.add(g, "max_texts", 2048, int, help="most texts in one request (more: 413)")
-    flags.add(g, "max_text_chars", 100_000, int, help="longest text in characters (longer: 413)")
-    flags.add(g, "coalesce_max_sequences", 256, int, help="most sequences coalesced into one predictor call")
-    flags.add(g, "coalesce_delay_ms", 0.5, float, help="wait for more requests while no predictor call is in flight")
-    flags.add(g, "coalesce_max_call_ms", 100.0, flags.non_negative, help="a predictor call holds at most about "
-              "this many ms of work at the measured throughput (a request waits for its whole call); 0: only "
-              "--coalesce_max_sequences")
-    flags.add(g, "predictor_max_in_flight", 4, int, help="predictor calls at once from this process")
-    flags.add(g, "max_queue_sequences", 2048, int,
-              help="sequences waiting for a predictor call before 429 (size it to 1-2 s of capacity)")
-    flags.add(g, "max_queue_sequences_per_key", 0, int, help="with API keys: sequences one key may have waiting "
-              "before its requests get 429 (a key's max_queued= in the keys file wins; 0: half of --max_queue_sequences)")
-    flags.add(g, "max_queue_requests", 256, int, help="generate: chat/completion requests held at once, waiting or "
-              "streaming, before 429 (the predictor's --max_queue_requests is its own engine's)")
-    flags.add(g, "max_queue_requests_per_key", 0, int, help="generate, with API keys: requests one key may hold "
-              "before its requests get 429 (a key's max_queued= in the keys file wins; 0: half of --max_queue_requests)")
-    flags.add(g, "predictor_connect_timeout_ms", 3_000.0, float, help="connecting to the predictor")
-    flags.add(g, "predictor_unready_after_s", 10.0, float, help="turn not-ready once no predictor has "
-              "answered for this long (0: readiness ignores the predictor)")
-    flags.add(g, "log_predictor_calls", False, bool,
-              help="one line per predictor call, naming the client request ids it served")
-    flags.add(g, "max_dimensions", 0, int, help="widest Matryoshka 'dimensions' a request may ask for "
-              "(0: the model's width)")
-    flags.add(g, "matryoshka_dims", (), int_list, help="comma-separated widths 'dimensions' must be one of "
-              "(default: the snapshot's config_sentence_transformers.json matryoshka_dims, else any up to the width)")
-    guard.add_arguments(g)
-    return p
+    return S.parser(Settings, "transformer",
+                    "snapserve transformer: validation, tokenisation and post-processing on CPU")
 
 
-def int_list(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
-
-
-def load(argv: list[str] | None = None) -> Settings:
-    args = parser().parse_args(argv)
-    protocol = args.predictor_protocol if args.predictor_protocol != "v1" else args.protocol
-    if protocol == "v1":
-        protocol = "v2"  # kserve's default; the predictor speaks v2 with binary tensors
-    return Settings(
-        model_name=args.model_name, model_dir=Path(args.model_dir), predictor_host=args.predictor_host or "",
-        predictor_protocol=protocol, predictor_timeout=args.predictor_request_timeout_seconds,
-        predictor_use_ssl=args.predictor_use_ssl,
-        predictor_health_check=args.enable_predictor_health_check, max_length=args.max_length, max_texts=args.max_texts,
-        max_text_chars=args.max_text_chars, coalesce_max_sequences=args.coalesce_max_sequences,
-        coalesce_delay_ms=args.coalesce_delay_ms,
-        coalesce_max_call_ms=args.coalesce_max_call_ms, predictor_max_in_flight=args.predictor_max_in_flight,
-        max_queue_sequences=args.max_queue_sequences,
-        max_queue_sequences_per_key=args.max_queue_sequences_per_key,
-        max_queue_requests=args.max_queue_requests, max_queue_requests_per_key=args.max_queue_requests_per_key, http_port=args.http_port, grpc_port=args.grpc_port,
-        workers=args.workers, grace_period=args.grace_period,
-        log_access=args.log_access, log_probes=args.log_probes, trace_logging=args.trace_logging,
-        drop_abandoned=args.drop_abandoned, client_timeout_s=args.client_timeout_s,
-        log_predictor_calls=args.log_predictor_calls, request_timeout_ms=args.request_timeout_ms,
-        predictor_connect_timeout_ms=args.predictor_connect_timeout_ms,
-        predictor_unready_after_s=args.predictor_unready_after_s, guard=guard.settings_from(args),
-        max_dimensions=args.max_dimensions, matryoshka_dims=tuple(args.matryoshka_dims),
-    )
+def load(argv: list[str] | None = None, task: str | None = None) -> Settings:
+    """Settings from argv and the environment. A flag set explicitly that does not apply to the snapshot's
+    task (``task``, else read from --model_dir when it is there) is refused."""
+    settings, explicit = S.load(Settings, parser(), argv)
+    S.refuse_inapplicable(Settings, explicit, task or S.snapshot_task(settings.model_dir), settings.model_dir)
+    return settings

@@ -27,7 +27,8 @@ import re
 import time
 from pathlib import Path
 
-from snapserve import flags, tenants
+from snapserve import tenants
+from snapserve.settings import MAX_BODY_BYTES, from_attrs, same_as, setting
 
 from snapserve.http import gate
 from snapserve.http.bodylimit import header, reject
@@ -42,11 +43,15 @@ RELOAD_SECONDS = 5.0
 
 @dataclasses.dataclass(frozen=True)
 class GuardSettings:
-    api_keys_file: str = ""
-    rate_limit_rps: float = 0.0
-    rate_limit_burst: int = 0
-    max_body_bytes: int = flags.MAX_BODY_BYTES["transformer"]
-    max_concurrent_requests: int = 0
+    api_keys_file: str = setting("", "file with one API key per line; empty: no keys asked (a mounted Secret works)")
+    rate_limit_rps: float = setting(0.0, "requests per second per key (per client address without keys); 0: no "
+                                    "limit", chart="transformer.rateLimit.rps")
+    rate_limit_burst: int = setting(0, "requests a caller may send at once above the rate (0: one second's worth)",
+                                    chart="transformer.rateLimit.burst")
+    max_body_bytes: int = same_as("max_body_bytes", MAX_BODY_BYTES["transformer"])  # a flag both servers have
+    max_concurrent_requests: int = setting(0, "requests in this process at once; more get 429 at the door, before "
+                                           "their body is read (0: no limit)",
+                                           chart="transformer.limits.maxConcurrentRequests")
 
     def __post_init__(self):
         if self.max_concurrent_requests < 0:
@@ -64,27 +69,9 @@ class GuardSettings:
         return self.rate_limit_burst or max(1, math.ceil(self.rate_limit_rps))
 
 
-def add_arguments(group) -> None:
-    """Our flags (each also an environment variable) on the transformer's argument group."""
-    flags.add(group, "api_keys_file", "", help="file with one API key per line; empty: no keys asked "
-              "(env API_KEYS_FILE; a mounted Secret works)")
-    flags.add(group, "rate_limit_rps", 0.0, float, help="requests per second per key (per client "
-              "address without keys); 0: no limit")
-    flags.add(group, "rate_limit_burst", 0, int, help="requests a caller may send at once above the rate "
-              "(0: one second's worth)")
-    flags.add(group, "max_concurrent_requests", 0, int, help="requests in this process at once; more get 429 "
-              "at the door, before their body is read (0: no limit)")
-
-
 def settings_from(args) -> GuardSettings:
-    """GuardSettings from parsed arguments (or any object carrying the same names)."""
-    return GuardSettings(
-        api_keys_file=getattr(args, "api_keys_file", "") or "",
-        rate_limit_rps=float(getattr(args, "rate_limit_rps", 0) or 0),
-        rate_limit_burst=int(getattr(args, "rate_limit_burst", 0) or 0),
-        max_body_bytes=int(getattr(args, "max_body_bytes", flags.MAX_BODY_BYTES["transformer"])),
-        max_concurrent_requests=int(getattr(args, "max_concurrent_requests", 0) or 0),
-    )
+    """GuardSettings from parsed arguments (or any object carrying the same names; missing: the defaults)."""
+    return from_attrs(GuardSettings, args)
 
 
 def key_id(key: str) -> str:

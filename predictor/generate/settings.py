@@ -1,5 +1,7 @@
 """The predictor's flags for the generate task, grouped as one settings object (no torch here).
 
+Declared like the predictor's other settings (``snapserve.settings.setting``), nested as ``settings.generate``.
+
 They configure transformers' own continuous batching (``ContinuousBatchingConfig``): the paged KV
 cache, the tokens one forward pass takes, and how many requests the engine holds. ``0`` means
 "pick for the device": on CUDA transformers sizes the cache from free memory; on CPU the defaults
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from snapserve import flags
+from snapserve.settings import GENERATE, flags, setting
 
 CPU_KV_TOKENS = 8192
 CPU_PAGE_SIZE = 64
@@ -19,12 +21,17 @@ CPU_BATCH_TOKENS = 256
 
 @dataclasses.dataclass(frozen=True)
 class GenerateSettings:
-    kv_blocks: int = 0
-    kv_page_size: int = 0
-    max_batch_tokens: int = 0
-    max_queue_requests: int = 256
-    max_new_tokens: int = 1024
-    seed: int = -1
+    kv_blocks: int = setting(0, "generate: blocks in the paged KV cache (0: 8192 tokens' worth on CPU, sized from "
+                             "free memory on CUDA)", tasks=GENERATE)
+    kv_page_size: int = setting(0, "generate: tokens per KV block (0: 64 on CPU, 256 on CUDA)", tasks=GENERATE)
+    max_batch_tokens: int = setting(0, "generate: most tokens (prefill + decode) in one forward pass (0: 256 on CPU, "
+                                    "auto on CUDA)", tasks=GENERATE, flag="generate_max_batch_tokens")
+    max_queue_requests: int = setting(256, "generate: requests held at once, running or waiting; more get 429 + "
+                                      "Retry-After", tasks=GENERATE)
+    max_new_tokens: int = setting(1024, "generate: the most tokens one request may ask for", tasks=GENERATE)
+    seed: int = setting(-1, "generate: seed of the sampling stream that requests without a seed of their own draw "
+                        "from (-1: random); a request's seed gives it a stream of its own", tasks=GENERATE,
+                        flag="generate_seed")
 
     def __post_init__(self):
         for name in ("kv_blocks", "kv_page_size", "max_batch_tokens"):
@@ -46,24 +53,5 @@ class GenerateSettings:
 
 
 def flag(name: str) -> str:
-    return "generate_max_batch_tokens" if name == "max_batch_tokens" else name
-
-
-def add_arguments(group) -> None:
-    flags.add(group, "kv_blocks", 0, int, help="generate: blocks in the paged KV cache (0: 8192 tokens' worth "
-              "on CPU, sized from free memory on CUDA)")
-    flags.add(group, "kv_page_size", 0, int, help="generate: tokens per KV block (0: 64 on CPU, 256 on CUDA)")
-    flags.add(group, "generate_max_batch_tokens", 0, int,
-              help="generate: most tokens (prefill + decode) in one forward pass (0: 256 on CPU, auto on CUDA)")
-    flags.add(group, "max_queue_requests", 256, int,
-              help="generate: requests held at once, running or waiting; more get 429 + Retry-After")
-    flags.add(group, "max_new_tokens", 1024, int, help="generate: the most tokens one request may ask for")
-    flags.add(group, "generate_seed", -1, int, help="generate: seed of the sampling stream that requests "
-              "without a seed of their own draw from (-1: random); a request's seed gives it a stream of its own")
-
-
-def settings_from(args) -> GenerateSettings:
-    return GenerateSettings(kv_blocks=args.kv_blocks, kv_page_size=args.kv_page_size,
-                            max_batch_tokens=args.generate_max_batch_tokens,
-                            max_queue_requests=args.max_queue_requests, max_new_tokens=args.max_new_tokens,
-                            seed=args.generate_seed)
+    """The flag of field ``name`` (max_batch_tokens is --generate_max_batch_tokens)."""
+    return next(f.name for f in flags(GenerateSettings) if f.field == name)

@@ -25,7 +25,7 @@ def test_auto_instances_are_one_on_a_gpu_and_one_per_core_on_a_cpu(monkeypatch):
     assert device.auto_instances("cpu", cpu_threads=16) == device.MAX_AUTO_CPU_INSTANCES
     assert device.auto_instances("cpu", environ={"OMP_NUM_THREADS": "3"}) == 3
     assert device.auto_instances("cuda", cpu_threads=8) == 1  # (decided without a GPU in sight)
-    monkeypatch.setattr(engine.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(device.torch.cuda, "is_available", lambda: True)
     assert device.auto_instances("auto", cpu_threads=8) == 1
 
 
@@ -65,7 +65,7 @@ def test_transformer_needs_a_predictor_and_speaks_v2():
 def test_logged_settings_hide_secrets_only():
     import dataclasses
 
-    from snapserve.flags import describe
+    from snapserve.settings import describe
 
     @dataclasses.dataclass
     class S:

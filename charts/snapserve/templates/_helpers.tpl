@@ -202,6 +202,12 @@ root, group fsGroup: the non-root servers read it through the group). */}}
 {{- end }}
 
 {{/* "true" when pods run as plain Deployments (Standard / legacy RawDeployment). */}}
+{{/* "true" for a chat install (predictor.task=generate): the servers refuse flags of the other task,
+so the InferenceService sets only the flags of its own. predictor.task=auto renders the encoder flags. */}}
+{{- define "snapserve.generating" -}}
+{{- if eq .Values.predictor.task "generate" }}true{{ end }}
+{{- end }}
+
 {{- define "snapserve.isStandard" -}}
 {{- if has .Values.kserve.deploymentMode (list "Standard" "RawDeployment") }}true{{ end }}
 {{- end }}

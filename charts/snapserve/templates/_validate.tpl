@@ -65,7 +65,7 @@ Included once from inferenceservice.yaml. */}}
 {{- fail "transformer.auth.enabled=true needs transformer.auth.existingSecret: the name of a Secret in the release namespace with the API keys, one per line, under transformer.auth.secretKey (kubectl create secret generic NAME --from-file=api-keys=./keys.txt)" }}
 {{- end }}
 {{- $coalesced := mul (int $t.coalesce.maxSequences) (int $t.coalesce.maxInFlight) }}
-{{- if lt (int $v.predictor.batching.maxQueueSequences) $coalesced }}
+{{- if and (not (include "snapserve.generating" .)) (lt (int $v.predictor.batching.maxQueueSequences) $coalesced) }}
 {{- fail (printf "predictor.batching.maxQueueSequences (%v) is below transformer.coalesce.maxSequences x transformer.coalesce.maxInFlight (%v x %v = %v): whole coalesced calls from one transformer would bounce with 429; raise predictor.batching.maxQueueSequences or lower transformer.coalesce.maxSequences / transformer.coalesce.maxInFlight" (int $v.predictor.batching.maxQueueSequences) (int $t.coalesce.maxSequences) (int $t.coalesce.maxInFlight) $coalesced) }}
 {{- end }}
 {{- if and (not $v.serviceAccount.create) $v.serviceAccount.annotations }}
