@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     import kserve
     from kserve import model_server
 
-    from snapserve import flags, metrics
+    from snapserve import metrics
+    from snapserve.settings import describe
 
     from snapserve.http import handlers as http_errors, kserve_compat, lifecycle
     from snapserve.metadata import SnapshotInvalid
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                                 workers=settings.workers, grace_period=settings.grace_period,
                                 enable_latency_logging=settings.trace_logging)
     lifecycle.configure_logging(settings)
-    log.info("settings: %s", flags.describe(settings))
+    log.info("settings: %s", describe(settings))
     from snapserve import metadata
 
     try:
