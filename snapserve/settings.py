@@ -270,7 +270,7 @@ def refuse_inapplicable(cls, explicit: set[str], task: str | None, model_dir) ->
     wrong = [f for f in flags(cls) if f.name in explicit and task not in f.tasks]
     if wrong:
         names = ", ".join(f"--{f.name} (env {f.env}: {tasks_text(f.tasks)} only)" for f in wrong)
-        raise ValueError(f"{model_dir} is a {task} snapshot; these settings do not apply to it: {names}. "
+        raise ValueError(f"the snapshot in {model_dir} is for the {task} task; these settings do not apply to it: {names}. "
                          "Remove them from the command line and the environment (for the chart: from extraArgs/env)")
 
 
