@@ -77,13 +77,12 @@ def encoded(error_type: str, reason: str) -> bytes:
 
 @contextlib.contextmanager
 def batcher_refusals():
-    """A batcher's refusals as clients see them: queue full -> 429, draining -> 503."""
-    from snapserve.scheduling.batcher import Draining, QueueFull
+    """A batcher's refusals as clients see them: draining -> 503. Admission's (``scheduling.admission``:
+    queue full 429, deadline spent 504) are ServingErrors already and pass through."""
+    from snapserve.scheduling.batcher import Draining
 
     try:
         yield
-    except QueueFull as exc:
-        raise ServingError("overloaded", str(exc), retry_after=exc.retry_after) from None
     except Draining:
         raise ServingError("unavailable", "server is shutting down", retry_after=1) from None
 

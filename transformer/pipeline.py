@@ -26,7 +26,8 @@ import numpy as np
 from snapserve import metadata, metrics, tenants, tensors
 from snapserve.deadlines import requested_timeout
 from snapserve.errors import ServingError, batcher_refusals
-from snapserve.scheduling.batcher import Batcher, BatchLimits
+from snapserve.scheduling.batch import BatchLimits
+from snapserve.scheduling.coalescer import Coalescer
 from transformer import encoding_options
 
 V1, V2 = "v1", "v2"
@@ -71,9 +72,9 @@ class Pipeline:
         limits = BatchLimits(max_batch_size=settings.coalesce_max_sequences, max_batch_tokens=1 << 20,
                              max_delay_ms=settings.coalesce_delay_ms, instances=settings.predictor_max_in_flight,
                              max_queue_sequences=settings.max_queue_sequences)
-        self.coalescer = Batcher(None, call, limits, isolate=is_request_error,
-                                 on_drop=metrics.SEQUENCES_DROPPED.labels("transformer").inc, group_by_tenant=True,
-                                 max_batch_s=settings.coalesce_max_call_ms / 1000)
+        self.coalescer = Coalescer(call, limits, isolate=is_request_error,
+                                   on_drop=metrics.SEQUENCES_DROPPED.labels("transformer").inc,
+                                   max_batch_s=settings.coalesce_max_call_ms / 1000)
 
     # -- whole requests -----------------------------------------------------------------------
     async def embed(self, texts, headers=None, truncate=True, options: dict | None = None) -> tuple[np.ndarray, int]:

@@ -18,7 +18,7 @@ from kserve import InferRequest
 from predictor.config import Settings
 from snapserve import deadlines, metrics, tenants, tensors, tokenizer
 from snapserve.http import kserve_compat
-from snapserve.scheduling.batcher import Batcher, instance_threads
+from snapserve.scheduling.device_batcher import DeviceBatcher, instance_threads
 from snapserve.errors import ServingError, batcher_refusals, json_object
 from snapserve.metadata import CLASSIFICATION, RERANK
 
@@ -31,7 +31,7 @@ class SnapshotModel(kserve.Model):
         self.settings = settings
         self.engine = None
         self.encoder: tokenizer.TextEncoder | None = None
-        self.batcher: Batcher | None = None
+        self.batcher: DeviceBatcher | None = None
 
     def load(self) -> bool:
         from predictor.encoder import autotune, engine, tuning_cache
@@ -53,9 +53,10 @@ class SnapshotModel(kserve.Model):
         self.vocab_size = self.info.vocab_size
         log.info("model %s: %s max_length=%d instances=%d", s.model_name,
                  " ".join(f"{k}={v}" for k, v in self.engine.describe().items()), self.max_length, s.instances)
-        self.batcher = Batcher(self.engine.prepare, self.engine.execute, s.batch_limits(), metrics.BatchObserver(),
-                               on_drop=metrics.SEQUENCES_DROPPED.labels("predictor").inc, threads=threads)
-        # warm-up on the threads that will serve (Batcher's one per instance), then the auto limits from it
+        self.batcher = DeviceBatcher(self.engine.prepare, self.engine.execute, s.batch_limits(),
+                                     metrics.BatchObserver(), on_drop=metrics.SEQUENCES_DROPPED.labels("predictor").inc,
+                                     threads=threads)
+        # warm-up on the threads that will serve (DeviceBatcher's one per instance), then the auto limits from it
         self.batcher.limits = autotune.tune(self.engine, self.batcher, s, self.max_length, cache)
         metrics.GPU_USED.set_function(lambda: self.engine.gpu_memory()[0])
         metrics.GPU_TOTAL.set_function(lambda: self.engine.gpu_memory()[1])

@@ -153,11 +153,12 @@ def test_guard_sheds_past_max_concurrent_requests():
 def test_guard_door_check_refuses_before_the_body_is_read():
     """A request the queue would refuse anyway (door_check raises 429/503) is answered by the guard
     without its body being read; a malformed header is left to the app, and other paths are not checked."""
-    from snapserve.scheduling.batcher import BatchLimits, Batcher
+    from snapserve.scheduling.batch import BatchLimits
+    from snapserve.scheduling.device_batcher import DeviceBatcher
     from snapserve.errors import ServingError, batcher_refusals
 
-    full = Batcher(None, lambda batch: batch, BatchLimits(max_batch_size=1, max_delay_ms=0, max_queue_sequences=1))
-    full._pending.append((None, 0))  # one sequence waiting: the queue is full
+    full = DeviceBatcher(None, lambda batch: batch, BatchLimits(max_batch_size=1, max_delay_ms=0, max_queue_sequences=1))
+    full._queue.pending.append((None, 0))  # one sequence waiting: the queue is full
 
     def door(headers):
         if headers.get("x-bad"):
@@ -171,7 +172,7 @@ def test_guard_door_check_refuses_before_the_body_is_read():
     assert orjson.loads(body)["error_type"] == "overloaded" and b"never read" not in body
     assert call(app, scope(headers=[(b"x-bad", b"1")]), chunks=(b"read",))[0] == 200  # the app's own answer
     assert call(app, scope(path="/v1/tokenize"), chunks=(b"read",))[0] == 200  # not an inference path
-    full._pending.clear()
+    full._queue.pending.clear()
     assert call(app, scope(), chunks=(b"read",)) == (200, {}, b"read")
 
 

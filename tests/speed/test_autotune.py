@@ -124,11 +124,11 @@ def test_tuning_the_real_model_through_the_real_batcher(model_dir, caplog):
     """Once on the real model: the table is measured on the instance's own thread, logged, and the
     limits it picks are what the batcher then serves with, and what the gauges say."""
     from predictor.encoder import engine
-    from snapserve.scheduling.batcher import Batcher
+    from snapserve.scheduling.device_batcher import DeviceBatcher
 
     eng = engine.load(model_dir, engine="torch", dtype="float32")
     s = pconfig.load(["--max_batch_latency_ms", "40", "--instances", "1"])
-    batcher = Batcher(eng.prepare, eng.execute, s.batch_limits())
+    batcher = DeviceBatcher(eng.prepare, eng.execute, s.batch_limits())
     caplog.set_level("INFO", "snapserve.predictor")
     limits = autotune.tune(eng, batcher, s, eng.info.max_length)
     assert 1 <= limits.max_batch_size <= 256 and limits.max_batch_tokens >= 16
@@ -150,13 +150,13 @@ def test_tuning_the_real_model_through_the_real_batcher(model_dir, caplog):
 
 def test_explicit_limits_win_and_no_warmup_uses_the_device_fallback(model_dir):
     from predictor.encoder import engine
-    from snapserve.scheduling.batcher import Batcher
+    from snapserve.scheduling.device_batcher import DeviceBatcher
 
     eng = engine.load(model_dir, engine="torch", dtype="float32")
     s = pconfig.load(["--max_batch_size", "8", "--max_batch_tokens", "333", "--warmup", "false", "--instances", "1"])
-    limits = autotune.tune(eng, Batcher(eng.prepare, eng.execute, s.batch_limits()), s, eng.info.max_length)
+    limits = autotune.tune(eng, DeviceBatcher(eng.prepare, eng.execute, s.batch_limits()), s, eng.info.max_length)
     assert (limits.max_batch_size, limits.max_batch_tokens) == (8, 333)
     assert gauge("max_batch_size") == 8
     s = pconfig.load(["--warmup", "false", "--instances", "1"])
-    limits = autotune.tune(eng, Batcher(eng.prepare, eng.execute, s.batch_limits()), s, eng.info.max_length)
+    limits = autotune.tune(eng, DeviceBatcher(eng.prepare, eng.execute, s.batch_limits()), s, eng.info.max_length)
     assert (limits.max_batch_size, limits.max_batch_tokens) == autotune.FALLBACK["cpu"]

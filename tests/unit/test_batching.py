@@ -1,4 +1,4 @@
-"""The batcher alone: token budget, size cap, max delay, length grouping, order, isolation."""
+"""The batchers alone (DeviceBatcher, and Coalescer's async calls): token budget, size cap, max delay, length grouping, order, isolation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from snapserve.scheduling.batcher import Batcher, BatchLimits, QueueFull, _Request, pick
+from snapserve.scheduling.admission import QueueFull
+from snapserve.scheduling.batch import BatchLimits, pick
+from snapserve.scheduling.coalescer import Coalescer
+from snapserve.scheduling.device_batcher import DeviceBatcher
+from snapserve.scheduling.fair_queue import Request
 
 
 def seqs(*lengths):
@@ -50,7 +54,7 @@ def run(coro):
 
 
 async def started(rec, **limits):
-    b = Batcher(rec.prepare, rec.execute, BatchLimits(**limits))
+    b = DeviceBatcher(rec.prepare, rec.execute, BatchLimits(**limits))
     b.start()
     return b
 
@@ -110,7 +114,7 @@ def test_a_sequence_longer_than_the_budget_still_runs_alone():
 
 def test_pick_groups_similar_lengths_around_the_oldest():
     loop = asyncio.new_event_loop()
-    req = _Request(seqs(30, 2, 29, 3, 31, 1, 28), loop.create_future())
+    req = Request(seqs(30, 2, 29, 3, 31, 1, 28), loop.create_future())
     pending = [(req, i) for i in range(7)]
     chosen = pick(pending, BatchLimits(max_batch_size=4, max_batch_tokens=10_000), window=100)
     loop.close()
@@ -230,7 +234,7 @@ def test_next_batch_is_prepared_while_the_current_one_runs():
         return [len(s) for s in prepared]
 
     async def main():
-        b = Batcher(prepare, execute, BatchLimits(max_batch_size=2, max_delay_ms=0))
+        b = DeviceBatcher(prepare, execute, BatchLimits(max_batch_size=2, max_delay_ms=0))
         b.start()
         first = asyncio.ensure_future(b.submit(seqs(1, 1)))
         await asyncio.sleep(0.05)
@@ -261,8 +265,8 @@ def test_async_execute_runs_on_the_loop_and_declined_errors_fail_everyone():
         return [len(s) for s in prepared]
 
     async def main():
-        b = Batcher(None, execute, BatchLimits(max_batch_size=8, max_delay_ms=30),
-                    isolate=lambda exc: not isinstance(exc, ConnectionError))
+        b = Coalescer(execute, BatchLimits(max_batch_size=8, max_delay_ms=30),
+                      isolate=lambda exc: not isinstance(exc, ConnectionError))
         ok = await asyncio.gather(b.submit(seqs(2)), b.submit(seqs(3)))
         bad = await asyncio.gather(b.submit(seqs(2)), b.submit([np.array([999])]), return_exceptions=True)
         await b.drain()

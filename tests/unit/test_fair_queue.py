@@ -1,4 +1,4 @@
-"""Fair queuing between tenants (API keys) in the batcher: a flood does not push a newcomer back, weights
+"""Fair queuing between tenants (API keys) in the batchers: a flood does not push a newcomer back, weights
 set the shares, a tenant's queued sequences are capped, and grouped calls keep one tenant each."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from snapserve import tenants
-from snapserve.scheduling.batcher import Batcher, BatchLimits, QueueFull
+from snapserve.scheduling.admission import QueueFull
+from snapserve.scheduling.batch import BatchLimits
+from snapserve.scheduling.coalescer import Coalescer
+from snapserve.scheduling.device_batcher import DeviceBatcher
 
 
 def tagged(tenant: str, count: int, length: int = 4) -> list[np.ndarray]:
@@ -41,7 +44,7 @@ def run(coro):
 
 def test_a_newcomer_is_served_next_despite_a_flood():
     order = Order()
-    batcher = Batcher(None, order.execute, BatchLimits(max_batch_size=8, max_delay_ms=0))
+    batcher = DeviceBatcher(None, order.execute, BatchLimits(max_batch_size=8, max_delay_ms=0))
 
     async def main():
         flood = asyncio.ensure_future(batcher.submit(tagged("a", 200), tenant="a"))
@@ -59,7 +62,7 @@ def test_a_newcomer_is_served_next_despite_a_flood():
 
 def test_weights_set_each_tenants_share():
     order = Order(delay=0.001)
-    batcher = Batcher(None, order.execute, BatchLimits(max_batch_size=4, max_delay_ms=0))
+    batcher = DeviceBatcher(None, order.execute, BatchLimits(max_batch_size=4, max_delay_ms=0))
 
     async def main():
         await asyncio.gather(batcher.submit(tagged("a", 120), tenant="a", weight=1),
@@ -72,7 +75,7 @@ def test_weights_set_each_tenants_share():
 
 def test_without_tenants_the_order_is_arrival_order():
     order = Order(delay=0)
-    batcher = Batcher(None, order.execute, BatchLimits(max_batch_size=1, max_delay_ms=0))
+    batcher = DeviceBatcher(None, order.execute, BatchLimits(max_batch_size=1, max_delay_ms=0))
 
     async def main():
         return await asyncio.gather(*(batcher.submit([np.full(3, i, dtype=np.int64)]) for i in range(1, 30)))
@@ -83,7 +86,7 @@ def test_without_tenants_the_order_is_arrival_order():
 
 def test_a_tenants_queued_sequences_are_capped_and_others_still_get_in():
     order = Order(delay=0.05)
-    batcher = Batcher(None, order.execute, BatchLimits(max_batch_size=2, max_delay_ms=0, max_queue_sequences=100))
+    batcher = DeviceBatcher(None, order.execute, BatchLimits(max_batch_size=2, max_delay_ms=0, max_queue_sequences=100))
 
     async def main():
         first = asyncio.ensure_future(batcher.submit(tagged("a", 10), tenant="a", max_queued=10))
@@ -110,7 +113,7 @@ def test_grouped_calls_hold_one_tenant_and_a_waiting_tenant_is_not_held_behind_o
         in_flight.pop()
         return [int(s[0]) for s in work]
 
-    batcher = Batcher(None, call, BatchLimits(max_batch_size=4, max_delay_ms=0, instances=1), group_by_tenant=True)
+    batcher = Coalescer(call, BatchLimits(max_batch_size=4, max_delay_ms=0, instances=1))
 
     async def main():
         flood = asyncio.ensure_future(batcher.submit(tagged("a", 40), tenant="a"))
@@ -145,7 +148,7 @@ def test_batches_shrink_while_several_keys_send_work():
     limits = BatchLimits(max_batch_size=8, max_delay_ms=0, shared_batch_size=2)
 
     async def main():
-        batcher = Batcher(None, order.execute, limits)
+        batcher = DeviceBatcher(None, order.execute, limits)
         await batcher.submit(tagged("a", 16), tenant="a")
         alone = list(order.rows)
         order.rows.clear()
@@ -162,7 +165,7 @@ def test_without_keys_the_shared_limits_never_apply():
     order = Order()
 
     async def main():
-        batcher = Batcher(None, order.execute, BatchLimits(max_batch_size=8, max_delay_ms=0, shared_batch_size=2))
+        batcher = DeviceBatcher(None, order.execute, BatchLimits(max_batch_size=8, max_delay_ms=0, shared_batch_size=2))
         await asyncio.gather(*(batcher.submit(tagged("a", 8)) for _ in range(3)))
 
     run(main())

@@ -1,0 +1,92 @@
+"""The transformer's coalescer: requests that arrive while predictor calls are in flight share the next call.
+
+The predictor then sees few large requests (two-level batching), and each request keeps its rows.
+A call holds one tenant's requests (the oldest tag's; the others keep their places), so the
+predictor's own fair queue sees each caller as itself; a tenant with no call in flight may start
+one beyond ``instances`` (the calls in flight at once): its call does not wait behind another
+tenant's, and the predictor's fair queue then serves it in turn. With ``max_batch_s`` a call holds
+at most that many seconds of measured throughput, since a request waits for its whole call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from snapserve.scheduling.batch import Batch, BatchLimits, Work
+from snapserve.scheduling.batcher import Batcher, Observer
+from snapserve.scheduling.fair_queue import Request
+
+
+class Coalescer(Batcher):
+    """``execute(work, instance) -> rows``: an ``async`` call (to the predictor) awaited on the event
+    loop, with a ``Work`` (the sequences, and the ``submit(..., context=)`` of each request in it);
+    ``instance`` is None for a call started beside the ``instances``."""
+
+    def __init__(
+        self,
+        execute: Callable[[Work, int | None], Awaitable[Sequence[Any]]],
+        limits: BatchLimits | None = None,
+        observer: Observer | None = None,
+        isolate: Callable[[Exception], bool] = lambda exc: True,
+        on_drop: Callable[[int], None] | None = None,
+        max_batch_s: float = 0.0,
+    ):
+        if not inspect.iscoroutinefunction(execute):
+            raise TypeError("a Coalescer's execute is an async call; a DeviceBatcher runs a blocking one")
+        super().__init__(limits, observer, isolate, on_drop)
+        self._execute = execute
+        self._max_batch_s = max_batch_s  # > 0: a call holds at most this many seconds of measured throughput
+        self._flying: collections.Counter[str] = collections.Counter()  # calls in flight per tenant
+
+    def _hold_back(self) -> bool:
+        # all instances busy: the queue grows until one frees (a call has nothing to prepare ahead: its
+        # batch is formed when it can start), unless the head's tenant may start one beside them
+        return self._free.empty() and not self._beside()
+
+    def _beside(self, tenant: str | None = None) -> bool:
+        """Whether ``tenant`` (the next batch's) may start a call beyond ``instances``."""
+        if not self._queue:
+            return False
+        tenant = self._queue[0][0].tenant if tenant is None else tenant
+        return self._flying[tenant] == 0
+
+    def _plan(self, head: list[tuple[Request, int]]) -> tuple[BatchLimits, list[tuple[Request, int]]]:
+        tenant = head[0][0].tenant  # the oldest tag's tenant only; the others keep their places
+        return self._call_limits(), [p for p in head if p[0].tenant == tenant]
+
+    def _call_limits(self) -> BatchLimits:
+        """The limits, with the size cut to ``max_batch_s`` of measured throughput when that is set: a
+        request waits for its whole call, so under a deadline a call must not be longer than a fraction
+        of it."""
+        limits, rate = self.limits, self._throughput.rate
+        if not self._max_batch_s or rate is None:
+            return limits
+        size = max(1, min(limits.max_batch_size, int(rate * self._max_batch_s)))
+        return limits if size == limits.max_batch_size else dataclasses.replace(limits, max_batch_size=size)
+
+    async def _acquire(self, batch: Batch) -> tuple[bool, int | None]:
+        if self._free.empty() and self._beside(batch.items[0][0].tenant):
+            return True, None  # a tenant with nothing in flight does not wait behind others
+        return await super()._acquire(batch)
+
+    def _launched(self, batch: Batch, task: asyncio.Task) -> None:
+        self._flying[batch.items[0][0].tenant] += 1
+        # a call whose callers have all gone is cancelled (Batcher.submit)
+        task.snapserve_requests = batch.requests()
+        for req in task.snapserve_requests:
+            req.tasks.add(task)
+        task.add_done_callback(lambda t: [r.tasks.discard(t) for r in t.snapserve_requests])
+
+    def _landed(self, batch: Batch) -> None:
+        tenant = batch.items[0][0].tenant
+        self._flying[tenant] -= 1
+        if self._flying[tenant] <= 0:
+            del self._flying[tenant]
+
+    async def _call(self, loop, prepared: Any, instance: int | None) -> Sequence[Any]:
+        return await self._execute(prepared, instance)
