@@ -1,4 +1,6 @@
-"""The import contract: predictor -> snapserve <- transformer; loadtest imports none of the three.
+"""The import contract: predictor -> snapserve <- transformer; tools -> predictor, snapserve; loadtest
+imports none of them; no import cycle between modules, inside a package or across (lazy imports too);
+predictor's two tasks (encoder/, generate/) never import each other.
 
 Read from the source with ``ast`` (every import statement, also those inside functions), so a
 forbidden import fails here even on a code path no other test runs; and in a fresh interpreter,
@@ -19,8 +21,17 @@ ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {
     "snapserve": {"predictor", "transformer", "loadtest", "torch", "transformers"},
     "transformer": {"predictor", "torch", "transformers", "loadtest"},
-    "predictor": {"transformer", "loadtest"},
-    "loadtest": {"snapserve", "predictor", "transformer"},
+    "predictor": {"transformer", "loadtest", "tools"},
+    "loadtest": {"snapserve", "predictor", "transformer", "tools"},
+    "tools": {"transformer", "loadtest"},
+}
+# sub-package -> sub-packages it must never import (two products over one core)
+FORBIDDEN_INSIDE = {
+    "predictor/encoder": {"predictor.generate"},
+    "predictor/generate": {"predictor.encoder"},
+    "transformer/chat": {"transformer.pipeline", "transformer.model", "transformer.routes"},
+    "transformer/routes": {"transformer.chat.model"},
+    "snapserve/scheduling": {"snapserve.http"},
 }
 
 
@@ -42,6 +53,53 @@ def test_package_imports_only_what_the_contract_allows(package):
     assert {f: names for f, names in broken.items() if names} == {}
 
 
+def modules_imported(path: Path) -> set[str]:
+    """Every module ``path`` imports, dotted (``from a.b import c`` counts a.b and a.b.c)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def module_graph() -> dict[str, set[str]]:
+    files = {".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): f
+             for package in FORBIDDEN for f in (ROOT / package).rglob("*.py")}
+    return {name: {m for m in modules_imported(f) if m in files and m != name} for name, f in files.items()}
+
+
+def test_no_import_cycles_between_modules():
+    graph, cycles = module_graph(), []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN_INSIDE))
+def test_sub_packages_keep_to_their_side(package):
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files, f"{package}/ has no modules"
+    bad = {str(f.relative_to(ROOT)): sorted(m for m in modules_imported(f)
+                                            if any(m == x or m.startswith(x + ".") for x in FORBIDDEN_INSIDE[package]))
+           for f in files}
+    assert {f: names for f, names in bad.items() if names} == {}
+
+
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    import torch.nn\n    from predictor.encoder.engine import load\n")
@@ -61,4 +119,13 @@ def test_transformer_image_copies_only_the_core_and_itself():
     copies = [line.split()[1] for line in (ROOT / "transformer/Dockerfile").read_text().splitlines()
               if line.startswith("COPY ") and "--from" not in line]
     assert "predictor/" not in " ".join(copies)
+    assert "tools/" not in " ".join(copies)
     assert {"snapserve/", "transformer/"} <= set(copies)
+
+
+def test_tools_never_reach_the_serving_images():
+    """The exporters and benches run at build time only (the predictor's snapshot stage), never in a pod."""
+    for image in ("predictor", "transformer"):
+        lines = (ROOT / image / "Dockerfile").read_text().split("\nFROM ")
+        final = lines[-1]  # the serving stage
+        assert "tools/" not in final, f"{image}/Dockerfile's serving stage copies tools/"
