@@ -11,9 +11,13 @@ from tests.chart.test_server_args import kserve_transformer_args
 from tests.chart.test_values import VALUES, merged
 
 AUTH = CHART / "ci" / "auth-values.yaml"
-ENV_NAMES = ("API_KEYS_FILE", "RATE_LIMIT_RPS", "RATE_LIMIT_BURST", "MAX_BODY_BYTES", "MAX_CONCURRENT_REQUESTS",
-             "MAX_TEXTS", "MAX_TEXT_CHARS", "COALESCE_MAX_SEQUENCES", "COALESCE_DELAY_MS", "PREDICTOR_MAX_IN_FLIGHT",
-             "MAX_QUEUE_SEQUENCES")
+
+def env_names() -> tuple[str, ...]:
+    """Every env var of the transformer's declared flags (each also read from the test process's env)."""
+    from snapserve import settings as S
+    from transformer import config
+
+    return tuple(f.env for f in S.flags(config.Settings))
 
 
 def effective_values(values_file) -> dict:
@@ -49,7 +53,7 @@ def test_transformer_parser_takes_the_rendered_env(values, monkeypatch, tmp_path
     c = container(isvc["spec"]["transformer"])
     env = plain_env(c)
     assert ("API_KEYS_FILE" in env) == v["auth"]["enabled"]
-    for name in ENV_NAMES:
+    for name in env_names():
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -68,6 +72,8 @@ def test_transformer_parser_takes_the_rendered_env(values, monkeypatch, tmp_path
     assert s.coalesce_delay_ms == v["coalesce"]["delayMs"]
     assert s.predictor_max_in_flight == v["coalesce"]["maxInFlight"]
     assert s.max_queue_sequences == v["queue"]["maxSequences"]
+    assert (s.max_queue_requests, s.max_queue_requests_per_key) == (v["queue"]["maxRequests"],
+                                                                    v["queue"]["maxRequestsPerKey"])
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=values_id)
