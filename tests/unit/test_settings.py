@@ -209,3 +209,25 @@ def test_flags_keep_their_names_and_defaults():
                               "max_queue_requests", "coalesce_delay_ms", "api_keys_file")} == {
         "max_body_bytes": 8 * 1024 * 1024, "request_timeout_ms": 25_000.0, "log_access": True,
         "max_queue_sequences": 2048, "max_queue_requests": 256, "coalesce_delay_ms": 0.5, "api_keys_file": ""}
+
+
+def test_readme_flag_tables_match_the_declarations():
+    from tools import render_flags
+
+    text = render_flags.README.read_text(encoding="utf-8")
+    assert render_flags.render(text) == text, "stale flag tables in README.md: run python -m tools.render_flags"
+    assert render_flags.main(["--check"]) == 0
+
+
+def test_render_flags_replaces_only_the_text_between_its_markers(tmp_path):
+    from tools import render_flags
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\nkept\n{render_flags.BEGIN}\nold table\n{render_flags.END}\nafter\n")
+    assert render_flags.main(["--check", "--readme", str(readme)]) == 1
+    assert render_flags.main(["--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# x\nkept\n<!-- flags:begin -->\n**Predictor**") and text.endswith("<!-- flags:end -->\nafter\n")
+    assert "| `--coalesce_max_sequences` | `COALESCE_MAX_SEQUENCES` | `256` | encoders |" in text
+    assert "| `--max_queue_requests` | `MAX_QUEUE_REQUESTS` | `256` | generate |" in text
+    assert render_flags.main(["--check", "--readme", str(readme)]) == 0
