@@ -70,10 +70,11 @@ class Settings(S.shared("predictor")):
     # 9-38 s accepted p99 with it was their load generator's (tests/hardening/load.py open_loop), not the servers'.
     cpu_bf16: bool = setting(True, "with --dtype auto on a CPU with native bf16 (AVX-512 BF16/AMX): bf16 when a "
                              "check against fp32 gives cosine >= 0.999", tasks=ENCODER)
+    # Every task (only encoders measure today): test harnesses and deployments give all predictors one folder.
     tuning_cache: str = setting(
         tuning_cache.DEFAULT_DIR, "folder where start-up keeps what it measured (engine race, batch tuning) for the "
         "next start on the same machine and flags: a restarted container serves sooner (the chart's /tmp is an "
-        "emptyDir, which outlives a container); off: measure every start", tasks=ENCODER, after=_cache_dir)
+        "emptyDir, which outlives a container); off: measure every start", after=_cache_dir)
     warmup: bool = setting(True, "run warm-up forward passes before turning ready")
     verify_snapshot: bool = setting(True, "check snapserve-manifest.json when present")
     generate: generate_config.GenerateSettings = S.group(generate_config.GenerateSettings)  # noqa: RUF009 (a dataclasses.field)
