@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job, locally: predictor + transformer on loopback with the default model; prints a
 # working curl line and serves until Ctrl-C (which stops both, draining first).
+# The servers log to out/run-local/ (override: LOG_DIR); once both are ready their new lines (access
+# logs, errors) follow the curl lines on the terminal. A server that fails to start prints its log's end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${SNAPSERVE_SKIP_SETUP:-}" ] || bash ci/setup.sh serve
@@ -15,27 +17,51 @@ PORT=${PORT:-8080}                      # transformer (clients call this)
 PREDICTOR_PORT=${PREDICTOR_PORT:-8090}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 PY=.venv/bin/python
-pids=()
-stop() { trap - INT TERM EXIT; for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait; }
-trap stop INT TERM EXIT
-
-wait_ready() {  # url pid
-  for _ in $(seq 1 600); do
-    curl -sf "$1" >/dev/null 2>&1 && return 0
-    kill -0 "$2" 2>/dev/null || { echo "run-local: server exited; see its log above" >&2; exit 1; }
-    sleep 0.5
-  done
-  echo "run-local: $1 not ready" >&2; exit 1
+LOG_DIR=${LOG_DIR:-out/run-local}
+mkdir -p "$LOG_DIR"
+plog=$LOG_DIR/predictor-$PREDICTOR_PORT.log tlog=$LOG_DIR/transformer-$PORT.log
+pids=() follow=
+# shellcheck disable=SC2317  # run by the EXIT trap
+stop() {  # the shutdown's own log lines stay in the log files
+  trap - INT TERM EXIT
+  [ -z "$follow" ] || kill "$follow" 2>/dev/null || true
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait "${pids[@]}" 2>/dev/null || true
+}
+trap stop EXIT
+trap 'exit 130' INT   # exit runs stop (the EXIT trap)
+trap 'exit 143' TERM
+served() {  # until a server stops by itself (Ctrl-C ends this script through the traps above)
+  wait -n "${pids[@]}" || true
+  sleep 0.5  # the server's last log lines, through the tail below
+  echo "run-local: a server stopped by itself; its log is in $LOG_DIR/" >&2
+  exit 1
 }
 
+wait_ready() {  # url pid log
+  for _ in $(seq 1 600); do
+    curl -sf "$1" >/dev/null 2>&1 && return 0
+    if ! kill -0 "$2" 2>/dev/null; then
+      { echo "run-local: the server exited before it was ready; the end of $3:"; tail -n 30 "$3"; } >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+  { echo "run-local: $1 not ready after 300 s; the end of $3:"; tail -n 30 "$3"; } >&2; exit 1
+}
+
+echo "run-local: starting the predictor and the transformer (logs in $LOG_DIR/)"
 $PY -m predictor --model_name "$MODEL_NAME" --model_dir "$MODEL_DIR" \
-  --http_port "$PREDICTOR_PORT" --grpc_port "$((PREDICTOR_PORT + 1))" "$@" &
+  --http_port "$PREDICTOR_PORT" --grpc_port "$((PREDICTOR_PORT + 1))" "$@" >"$plog" 2>&1 &
 pids+=($!)
-wait_ready "http://127.0.0.1:$PREDICTOR_PORT/v2/models/$MODEL_NAME/ready" "${pids[0]}"
+wait_ready "http://127.0.0.1:$PREDICTOR_PORT/v2/models/$MODEL_NAME/ready" "${pids[0]}" "$plog"
 $PY -m transformer --model_name "$MODEL_NAME" --model_dir "$MODEL_DIR" \
-  --predictor_host "127.0.0.1:$PREDICTOR_PORT" --http_port "$PORT" --grpc_port "$((PORT + 1))" &
+  --predictor_host "127.0.0.1:$PREDICTOR_PORT" --http_port "$PORT" --grpc_port "$((PORT + 1))" >"$tlog" 2>&1 &
 pids+=($!)
-wait_ready "http://127.0.0.1:$PORT/v2/models/$MODEL_NAME/ready" "${pids[1]}"
+wait_ready "http://127.0.0.1:$PORT/v2/models/$MODEL_NAME/ready" "${pids[1]}" "$tlog"
+# from here on, what the servers log (access lines, warnings) shows below the curl lines
+tail -q -n 0 -F "$plog" "$tlog" 2>/dev/null &
+follow=$!
 
 if [ "${MODEL:-}" = generate ]; then
   cat <<MSG
@@ -46,7 +72,7 @@ snapserve is up (text generation): transformer http://127.0.0.1:$PORT -> predict
   curl -s -H 'content-type: application/json' http://127.0.0.1:$PREDICTOR_PORT/v2/models/$MODEL_NAME/generate -d '{"text_input": "The capital of France is", "parameters": {"max_tokens": 16, "temperature": 0}}'
 Ctrl-C stops both.
 MSG
-  wait -n "${pids[@]}"; exit
+  served
 fi
 cat <<MSG
 
@@ -55,4 +81,4 @@ snapserve is up: transformer http://127.0.0.1:$PORT -> predictor http://127.0.0.
   curl -s -H 'content-type: application/json' http://127.0.0.1:$PORT/openai/v1/embeddings -d '{"model": "$MODEL_NAME", "input": "hello"}'
 Ctrl-C stops both.
 MSG
-wait -n "${pids[@]}"
+served

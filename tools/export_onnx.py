@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
+import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,12 @@ from snapserve.metadata import SnapshotInvalid
 
 FILE = "model.onnx"
 MIN_COSINE = 0.9999
+# What the exporter says on every successful export of these models, none of it actionable here: no
+# torchvision (we export no vision ops), pytree's deprecation notice, and that dynamic axes named
+# alike for each input collapse into one name each. Errors still raise; other warnings still show.
+QUIET_LOGGERS = ("torch.onnx._internal.exporter._registration",)
+QUIET_WARNINGS = ((FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+                  (UserWarning, r"# The axis name: .* will not be used"))
 
 
 class WithHead(torch.nn.Module):
@@ -53,16 +62,19 @@ def export(src: Path, opset: int | None = None) -> dict:
     names = ["input_ids", "attention_mask"]
     if "token_type_ids" in inspect.signature(model.forward).parameters:
         names.append("token_type_ids")  # cross-encoders need the pair's segments
-    wrapped = WithHead(model, head, tuple(names))
+    wrapped = WithHead(model, head, tuple(names)).eval()  # the backbone is eval already; the wrapper too
     example = tuple(torch.full((2, 8), 100, dtype=torch.int64) if n == "input_ids" else
                     torch.ones(2, 8, dtype=torch.int64) if n == "attention_mask" else
                     torch.zeros(2, 8, dtype=torch.int64) for n in names)
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
     with tempfile.TemporaryDirectory(dir=src) as tmp:
         out = Path(tmp) / FILE
-        torch.onnx.export(wrapped, example, str(out), input_names=names, output_names=["rows"],
-                          dynamic_shapes={n: {0: batch, 1: length} for n in names}, dynamo=True,
-                          external_data=False, opset_version=opset, verbose=False)
+        with warnings.catch_warnings():
+            for category, message in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message, category)
+            torch.onnx.export(wrapped, example, str(out), input_names=names, output_names=["rows"],
+                              dynamic_shapes={n: {0: batch, 1: length} for n in names}, dynamo=True,
+                              external_data=False, opset_version=opset, verbose=False)
         cosine = _check(wrapped, out, src, info, names, ort)
         if cosine < MIN_COSINE:
             raise SnapshotInvalid(f"{FILE} disagrees with torch fp32: cosine {cosine:.6f} < {MIN_COSINE}")
@@ -98,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--src", type=Path, required=True, help="a snapshot folder (written by python -m snapserve.snapshot)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     a = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bar in a build log
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         result = export(a.src, a.opset)
     except (SnapshotInvalid, snapshot.SnapshotError, OSError) as exc:

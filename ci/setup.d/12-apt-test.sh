@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: nginx and Prometheus for the local stack, unzip for the helm wheels,
 # a C++ compiler for torch.compile's CPU backend.
+# step: Debian packages for the tests (nginx, Prometheus, unzip, a C++ compiler)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=ci/lib/apt.sh

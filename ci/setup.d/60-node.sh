@@ -2,6 +2,7 @@
 # readme-generator-for-helm (values.schema.json and the chart README from values.yaml, see
 # ci/render-chart-docs.sh) under .tools/node, pinned with its dependencies by ci/node/package-lock.json.
 # No global npm installs: `npm ci` into the repo only. Node.js and npm come from Debian when missing.
+# step: readme-generator-for-helm (node)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
