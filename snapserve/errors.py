@@ -8,7 +8,6 @@ status and ``error_type`` from here. No web framework in this module.
 
 from __future__ import annotations
 
-import contextlib
 
 import orjson
 
@@ -73,18 +72,6 @@ def body(error_type: str, reason: str) -> dict:
 
 def encoded(error_type: str, reason: str) -> bytes:
     return orjson.dumps(body(error_type, reason))
-
-
-@contextlib.contextmanager
-def batcher_refusals():
-    """A batcher's refusals as clients see them: draining -> 503. Admission's (``scheduling.admission``:
-    queue full 429, deadline spent 504) are ServingErrors already and pass through."""
-    from snapserve.scheduling.batcher import Draining
-
-    try:
-        yield
-    except Draining:
-        raise ServingError("unavailable", "server is shutting down", retry_after=1) from None
 
 
 def json_object(raw: bytes | bytearray | str) -> dict:

@@ -25,7 +25,7 @@ import numpy as np
 
 from snapserve import metadata, metrics, tenants, tensors
 from snapserve.deadlines import requested_timeout
-from snapserve.errors import ServingError, batcher_refusals
+from snapserve.errors import ServingError
 from snapserve.scheduling.batch import BatchLimits
 from snapserve.scheduling.coalescer import Coalescer
 from transformer import encoding_options
@@ -137,13 +137,12 @@ class Pipeline:
     async def submit(self, job: Job) -> Job:
         """An admitted job's sequences through the coalescer within what is left of its deadline -> its rows."""
         self._admit(job, len(job.sequences))  # again: the queue may have filled while it tokenised
-        with batcher_refusals():
-            try:
-                submitted = self.coalescer.submit(job.sequences, context=job, tenant=job.tenant.id,
-                                                  weight=job.tenant.weight, max_queued=self.max_queued(job.tenant))
-                job.rows = await asyncio.wait_for(submitted, max(0.0, job.deadline - time.monotonic()))
-            except TimeoutError:  # the coalescer drops its queued sequences (the submit was cancelled)
-                raise self.late(job) from None
+        try:
+            submitted = self.coalescer.submit(job.sequences, context=job, tenant=job.tenant.id,
+                                              weight=job.tenant.weight, max_queued=self.max_queued(job.tenant))
+            job.rows = await asyncio.wait_for(submitted, max(0.0, job.deadline - time.monotonic()))
+        except TimeoutError:  # the coalescer drops its queued sequences (the submit was cancelled)
+            raise self.late(job) from None
         metrics.SEQUENCES.labels("transformer").inc(len(job.rows))
         return job
 
@@ -151,8 +150,7 @@ class Pipeline:
         within = job.deadline - time.monotonic() if self.settings.drop_abandoned else None
         if within is not None and within <= 0:
             raise self.late(job)
-        with batcher_refusals():
-            self.coalescer.admit(count, within, job.tenant.id, self.max_queued(job.tenant))
+        self.coalescer.admit(count, within, job.tenant.id, self.max_queued(job.tenant))
 
     def late(self, job: Job) -> ServingError:
         return ServingError("timeout", f"no answer within the request's deadline of "

@@ -19,7 +19,7 @@ from predictor.config import Settings
 from snapserve import deadlines, metrics, tenants, tensors, tokenizer
 from snapserve.http import kserve_compat
 from snapserve.scheduling.device_batcher import DeviceBatcher, instance_threads
-from snapserve.errors import ServingError, batcher_refusals, json_object
+from snapserve.errors import ServingError, json_object
 from snapserve.metadata import CLASSIFICATION, RERANK
 
 log = logging.getLogger("snapserve.predictor")
@@ -152,22 +152,20 @@ class SnapshotModel(kserve.Model):
                                         self.settings.request_timeout_ms)
         deadline = time.monotonic() + timeout
         admit_within = (lambda: deadline - time.monotonic()) if self.settings.drop_abandoned else (lambda: None)
-        with batcher_refusals():
-            self.batcher.admit(1, admit_within())  # refuse before decoding (cheap 429s under overload)
+        self.batcher.admit(1, admit_within())  # refuse before decoding (cheap 429s under overload)
         sequences = self._sequences(payload)
         limit = self.batcher.limits.max_queue_sequences
         if len(sequences) > limit:  # would hold the model for longer than a full queue does
             raise ServingError("payload_too_large", f"{len(sequences)} sequences in one request; this predictor "
                                f"queues at most {limit} (--max_queue_sequences)")
-        with batcher_refusals():
-            self.batcher.admit(len(sequences), admit_within())
-            try:  # past the deadline its queued sequences leave the batcher (the submit is cancelled)
-                tenant = tenants.from_headers(headers)  # the transformer's caller: its place in the fair queue
-                submitted = self.batcher.submit(sequences, tenant=tenant.id, weight=tenant.weight)
-                rows = await asyncio.wait_for(submitted, max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise ServingError("timeout", f"not computed within the request's deadline of {timeout * 1000:.0f} ms "
-                                   "(x-request-timeout-ms, capped by --request_timeout_ms)") from None
+        self.batcher.admit(len(sequences), admit_within())
+        try:  # past the deadline its queued sequences leave the batcher (the submit is cancelled)
+            tenant = tenants.from_headers(headers)  # the transformer's caller: its place in the fair queue
+            submitted = self.batcher.submit(sequences, tenant=tenant.id, weight=tenant.weight)
+            rows = await asyncio.wait_for(submitted, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise ServingError("timeout", f"not computed within the request's deadline of {timeout * 1000:.0f} ms "
+                               "(x-request-timeout-ms, capped by --request_timeout_ms)") from None
         metrics.SEQUENCES.labels("predictor").inc(len(sequences))
         matrix = np.stack(rows).astype(np.float32, copy=False)
         labels, logits = None, None

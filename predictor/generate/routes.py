@@ -1,7 +1,7 @@
 """The KServe/Triton generate extension on the predictor's app: ``POST /v2/models/{name}/generate``
 (one JSON answer) and ``/generate_stream`` (server-sent events, ``data: {...}`` per step).
 
-Both are declared inference routes, so the gate cancels a request whose client went away
+Both are declared inference routes (``gate.inference_route``), so the gate cancels a request whose client went away
 (``snapserve.http.streaming.cancel_on_disconnect``): the engine's generator is closed, which frees
 its KV blocks at the next step. A request's deadline (``x-request-timeout-ms``, what the transformer
 forwards) bounds its admission and its wait for the first token.
@@ -40,6 +40,6 @@ def router(model) -> APIRouter:
         job = await job_of(name, request)
         return sse_response(model.stream(job), job.request_id)
 
-    api.add_api_route("/v2/models/{name}/generate", gate.inference(generate), methods=["POST"])
-    api.add_api_route("/v2/models/{name}/generate_stream", gate.inference(generate_stream), methods=["POST"])
+    gate.inference_route(api, "/v2/models/{name}/generate", generate)
+    gate.inference_route(api, "/v2/models/{name}/generate_stream", generate_stream)
     return api

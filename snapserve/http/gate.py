@@ -26,43 +26,42 @@ from snapserve.http.streaming import cancel_on_disconnect
 access = logging.getLogger("snapserve.access")
 errors_log = logging.getLogger("snapserve.errors")
 # Inference routes are counted, timed, refused while draining and cancelled when their client hangs up.
-# A route is one by declaration: our endpoints carry ``@inference``; kserve's own are named here.
-KSERVE_INFERENCE_ROUTES = frozenset({"/v1/models/{model_name}:predict", "/v2/models/{model_name}/infer"})
-INFERENCE_ATTR = "snapserve_inference"
+# A route is one by declaration: ours are added with ``inference_route``; kserve's own are named here.
+KSERVE_INFERENCE_ROUTES = ("/v1/models/{model_name}:predict", "/v2/models/{model_name}/infer")
 PROBES = re.compile(r"^/$|^/metrics/?$|^/v2/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/ready)?$|^/v1/models/[^/:]+$")
 READY_PATHS = ("/v2/health/ready", "/ready")
 REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")  # printable, no spaces: safe in logs and headers
 
 
-def inference(endpoint):
-    """Declare a route's endpoint an inference route (the gate's drain, cancel and metrics apply)."""
-    setattr(endpoint, INFERENCE_ATTR, True)
-    return endpoint
-
-
 class InferenceRoutes:
-    """Which request paths are inference routes, read once from the app's declared routes."""
+    """The declared inference routes' path templates, matched as Starlette matches them."""
 
-    def __init__(self):
-        self._by_app: dict[int, list[re.Pattern]] = {}  # the routes are fixed once the app serves
+    def __init__(self, templates=KSERVE_INFERENCE_ROUTES):
+        self.templates: list[str] = []
+        self._regexes: list[re.Pattern] = []
+        for template in templates:
+            self.declare(template)
+
+    def declare(self, template: str) -> None:
+        from starlette.routing import compile_path
+
+        if template not in self.templates:
+            self.templates.append(template)
+            self._regexes.append(compile_path(template)[0])
 
     def matches(self, scope) -> bool:
-        app = scope.get("app")
-        if app is None:
-            return False
-        regexes = self._by_app.get(id(app))
-        if regexes is None:
-            regexes = self._by_app[id(app)] = [route.path_regex for route in getattr(app, "routes", ())
-                                               if getattr(route, "path_regex", None) is not None and is_inference(route)]
-        return any(regex.match(scope["path"]) for regex in regexes)
-
-
-def is_inference(route) -> bool:
-    return getattr(route, "path", None) in KSERVE_INFERENCE_ROUTES or \
-        bool(getattr(getattr(route, "endpoint", None), INFERENCE_ATTR, False))
+        path = scope["path"]
+        return any(regex.match(path) for regex in self._regexes)
 
 
 ROUTES = InferenceRoutes()
+
+
+def inference_route(api, path: str, endpoint, methods=("POST",)) -> None:
+    """Add an inference route to ``api`` (a FastAPI router): the gate's drain, cancel-on-disconnect and
+    request metrics, and the transformer's door check, apply to it."""
+    ROUTES.declare(path)
+    api.add_api_route(path, endpoint, methods=list(methods))
 
 
 class DrainState:

@@ -1,5 +1,5 @@
 """The one cancel-on-disconnect and the one server-sent-events writer, for every inference route of
-both servers (the gate applies the first to each route declared with ``gate.inference``).
+both servers (the gate applies the first to each route declared with ``gate.inference_route``).
 
 Cancel: a client that hangs up before its answer is complete cancels the route's task, so its queued
 sequences leave the batcher, or its generation leaves the engine (the generator's ``finally``), or

@@ -38,6 +38,13 @@ class DeadlineSpent(ServingError):
         super().__init__("timeout", reason)
 
 
+class Draining(ServingError):
+    """503 + Retry-After: the queue is shutting down and takes no new work (retry on another replica)."""
+
+    def __init__(self, reason: str = "server is shutting down"):
+        super().__init__("unavailable", reason, retry_after=1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Load:
     """What a queue holds when a request asks in, in its own unit (sequences or requests)."""

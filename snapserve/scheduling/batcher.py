@@ -27,15 +27,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from snapserve.scheduling import admission
+from snapserve.scheduling.admission import Draining
 from snapserve.scheduling.batch import Batch, BatchLimits, Work, pick
 from snapserve.scheduling.fair_queue import FairQueue, Request, tag
 
 # max_delay_ms holds a batch only for a request that came within this many delays of the one before it
 RECENT_ARRIVALS = 4
-
-
-class Draining(Exception):
-    """The batcher is shutting down and takes no new work."""
 
 
 class Observer(Protocol):
@@ -180,7 +177,7 @@ class Batcher:
         request id) reaches an execution without a prepare step in ``Work.contexts``; ``tenant`` and
         ``weight`` place it in the fair queue, ``max_queued`` caps the tenant's queued sequences."""
         if self._draining:
-            raise Draining("shutting down")
+            raise Draining()
         if not sequences:
             return []
         self.start()

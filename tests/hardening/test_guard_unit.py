@@ -155,7 +155,7 @@ def test_guard_door_check_refuses_before_the_body_is_read():
     without its body being read; a malformed header is left to the app, and other paths are not checked."""
     from snapserve.scheduling.batch import BatchLimits
     from snapserve.scheduling.device_batcher import DeviceBatcher
-    from snapserve.errors import ServingError, batcher_refusals
+    from snapserve.errors import ServingError
 
     full = DeviceBatcher(None, lambda batch: batch, BatchLimits(max_batch_size=1, max_delay_ms=0, max_queue_sequences=1))
     full._queue.pending.append((None, 0))  # one sequence waiting: the queue is full
@@ -163,8 +163,7 @@ def test_guard_door_check_refuses_before_the_body_is_read():
     def door(headers):
         if headers.get("x-bad"):
             raise ServingError("validation", "bad header")
-        with batcher_refusals():
-            full.admit(1)
+        full.admit(1)
 
     app = guard.Guard(echo, door_check=door)
     status, headers, body = call(app, scope(), chunks=(b"never read",))

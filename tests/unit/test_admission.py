@@ -1,16 +1,15 @@
 """The one admission rule (snapserve.scheduling.admission), in order: a spent deadline is a 504 whatever
 the queue holds; then a full queue, a key over its cap and a hopeless deadline are 429 + Retry-After;
-an empty queue takes anything. Both schedulers' ``admit`` ask it; ``batcher_refusals`` lets it through."""
+an empty queue takes anything. Both schedulers' ``admit`` ask it; the refusals are ServingErrors (status, Retry-After) as they are."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from snapserve.errors import ServingError, batcher_refusals
-from snapserve.scheduling.admission import ADMIT_SHARE, DeadlineSpent, Load, QueueFull, admit
+from snapserve.errors import ServingError
+from snapserve.scheduling.admission import Draining, ADMIT_SHARE, DeadlineSpent, Load, QueueFull, admit
 from snapserve.scheduling.batch import BatchLimits
-from snapserve.scheduling.batcher import Draining
 from snapserve.scheduling.coalescer import Coalescer
 from snapserve.scheduling.device_batcher import DeviceBatcher
 
@@ -105,13 +104,11 @@ def test_both_schedulers_admit_by_the_one_rule(make):
     fill(batcher, "b", 4)  # full now
     with pytest.raises(DeadlineSpent):
         batcher.admit(1, within_s=0.0)
-    with pytest.raises(DeadlineSpent), batcher_refusals():
-        batcher.admit(1, within_s=-1.0)  # passes through as the 504 it is
+    with pytest.raises(DeadlineSpent):
+        batcher.admit(1, within_s=-1.0)  # the 504 it is
 
 
-def test_batcher_refusals_maps_draining_to_503_and_lets_serving_errors_through():
-    with pytest.raises(ServingError) as info, batcher_refusals():
-        raise Draining("shutting down")
-    assert info.value.status == 503 and int(info.value.headers()["Retry-After"]) >= 1
-    with pytest.raises(QueueFull), batcher_refusals():
-        raise QueueFull("queue full", 2.0)
+def test_draining_is_a_503_with_retry_after():
+    draining = Draining()
+    assert isinstance(draining, ServingError)
+    assert draining.status == 503 and int(draining.headers()["Retry-After"]) >= 1

@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from snapserve.http.gate import inference
+from snapserve.http.gate import inference_route
 from snapserve.errors import ServingError, json_object
 from transformer import encoding_options
 
@@ -56,7 +56,7 @@ def router(model) -> APIRouter:
                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         return Response(orjson.dumps(answer), media_type="application/json")
 
-    api.add_api_route(f"{prefix()}/v1/embeddings", inference(embeddings), methods=["POST"])
+    inference_route(api, f"{prefix()}/v1/embeddings", embeddings)
     add_models_route(api, model.name, created)
     return api
 

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from snapserve.errors import ServingError, json_object
-from snapserve.http.gate import inference
+from snapserve.http.gate import inference_route
 from snapserve.http.streaming import sse_response
 from transformer.chat.template import messages_of
 from transformer.routes.openai import add_models_route, prefix
@@ -118,8 +118,8 @@ def router(model) -> APIRouter:
     async def completions(request: Request) -> Response:
         return await run(request, chat=False)
 
-    api.add_api_route(f"{prefix()}/v1/chat/completions", inference(chat_completions), methods=["POST"])
-    api.add_api_route(f"{prefix()}/v1/completions", inference(completions), methods=["POST"])
+    inference_route(api, f"{prefix()}/v1/chat/completions", chat_completions)
+    inference_route(api, f"{prefix()}/v1/completions", completions)
     add_models_route(api, model.name, created)
     return api
 

@@ -21,7 +21,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from snapserve.http.gate import inference
+from snapserve.http.gate import inference_route
 from snapserve.errors import ServingError, json_object
 from transformer.encoding_options import flag
 from transformer.pipeline import scores
@@ -93,6 +93,6 @@ def router(model) -> APIRouter:
             answer.append(item)
         return json_response(answer)
 
-    api.add_api_route("/v1/rerank", inference(cohere), methods=["POST"])
-    api.add_api_route("/rerank", inference(tei), methods=["POST"])
+    inference_route(api, "/v1/rerank", cohere)
+    inference_route(api, "/rerank", tei)
     return api
