@@ -9,12 +9,12 @@ a repeated heading suffixed ``-1``, ``-2``. Headings inside fenced code blocks a
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
-from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from tools import readme_section
+
+README = readme_section.README
 BEGIN, END = "<!-- toc:begin -->", "<!-- toc:end -->"
 HEADING = re.compile(r"^(#{1,6}) +(.+?) *#* *$")
 
@@ -58,30 +58,8 @@ def toc(text: str, levels: tuple[int, ...] = (2, 3)) -> str:
 
 def render(text: str) -> str:
     """``text`` with the list between the markers regenerated."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README has no {BEGIN} ... {END} markers: put them where the contents go")
-    return text[: start + len(BEGIN)] + "\n" + toc(text) + "\n" + text[end:]
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.readme_toc", description=__doc__.splitlines()[0])
-    p.add_argument("--check", action="store_true", help="only say whether the table is current (exit 1 if not)")
-    p.add_argument("--readme", type=Path, default=README)
-    a = p.parse_args(argv)
-    text = a.readme.read_text()
-    new = render(text)
-    if a.check:
-        if new != text:
-            print(f"readme_toc: the table of contents of {a.readme} is stale: run python -m tools.readme_toc",
-                  file=sys.stderr)
-            return 1
-        return 0
-    if new != text:
-        a.readme.write_text(new)
-        print(f"readme_toc: wrote the table of contents of {a.readme}")
-    return 0
+    return readme_section.replace(text, BEGIN, END, toc(text))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(readme_section.main("tools.readme_toc", "table of contents", render))

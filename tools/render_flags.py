@@ -9,11 +9,11 @@ is left as it is on disk.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from tools import readme_section
+
+README = readme_section.README
 BEGIN, END = "<!-- flags:begin -->", "<!-- flags:end -->"
 
 
@@ -46,34 +46,9 @@ def tables() -> str:
 
 
 def render(text: str) -> str:
-    """``text`` with the tables between the markers regenerated."""
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise SystemExit(f"render_flags: README needs one {BEGIN} line and one {END} line after it")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{tables()}\n{END}{tail}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.render_flags", description=__doc__.splitlines()[0])
-    p.add_argument("--check", action="store_true", help="exit 1 when README's tables are stale")
-    p.add_argument("--readme", type=Path, default=README)
-    args = p.parse_args(argv)
-    text = args.readme.read_text(encoding="utf-8")
-    new = render(text)
-    if args.check:
-        if new != text:
-            print(f"render_flags: the flag tables in {args.readme} are stale; run python -m tools.render_flags",
-                  file=sys.stderr)
-            return 1
-        return 0
-    if new != text:
-        # re-read right before writing: README has other editors; only our markers' text changes
-        current = args.readme.read_text(encoding="utf-8")
-        args.readme.write_text(render(current), encoding="utf-8")
-        print(f"render_flags: wrote the flag tables in {args.readme}")
-    return 0
+    """``text`` with the tables between the flags markers regenerated."""
+    return readme_section.replace(text, BEGIN, END, tables())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(readme_section.main("tools.render_flags", "flag tables", render))
