@@ -61,5 +61,9 @@ def render(text: str) -> str:
     return readme_section.replace(text, BEGIN, END, toc(text))
 
 
+def main(argv: list[str] | None = None) -> int:
+    return readme_section.main("tools.readme_toc", "table of contents", render, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(readme_section.main("tools.readme_toc", "table of contents", render))
+    sys.exit(main())

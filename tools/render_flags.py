@@ -50,5 +50,9 @@ def render(text: str) -> str:
     return readme_section.replace(text, BEGIN, END, tables())
 
 
+def main(argv: list[str] | None = None) -> int:
+    return readme_section.main("tools.render_flags", "flag tables", render, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(readme_section.main("tools.render_flags", "flag tables", render))
+    sys.exit(main())
