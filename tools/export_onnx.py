@@ -5,7 +5,9 @@
 The graph is the backbone and its task head (pooling and normalisation for embeddings, softmax for
 classification): one row per sequence out, as ``TorchEngine.execute`` returns. Batch and sequence
 axes are dynamic. The export is checked against torch fp32 on fixed sentences (cosine >= 0.9999)
-before it is kept, and the snapshot's SHA-256 manifest is rewritten to list it.
+before it is kept, and the snapshot's SHA-256 manifest is rewritten to list it. A causal LM (task
+``generate``) has no such graph: its engine runs torch, so the tool says so in one line, writes nothing
+and succeeds (the predictor image's build runs it on every snapshot).
 """
 
 from __future__ import annotations
@@ -47,6 +49,15 @@ class WithHead(torch.nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         return self.head(self.model(input_ids=input_ids, attention_mask=attention_mask, **extra), attention_mask)
+
+
+def skip_reason(src: Path) -> str | None:
+    """Why ``src`` gets no ``model.onnx`` (a causal LM), or None."""
+    info = metadata.read(src, "auto", 0)
+    if info.task == metadata.GENERATE:
+        return (f"{src} is a causal LM (task {metadata.GENERATE}); its engine runs torch, so no {FILE} is "
+                "exported and nothing is written")
+    return None
 
 
 def export(src: Path, opset: int | None = None) -> dict:
@@ -117,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
+        skipped = skip_reason(a.src)
+        if skipped:
+            print(f"export_onnx: skipped: {skipped}")
+            return 0
         result = export(a.src, a.opset)
     except (SnapshotInvalid, snapshot.SnapshotError, OSError) as exc:
         print(f"export_onnx: {exc}", file=sys.stderr)
