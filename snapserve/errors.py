@@ -1,13 +1,17 @@
 """The one status table for every error a client can see, and the JSON body it gets.
 
 Bodies are ``{"error": reason, "error_type": type}``; a 500 carries only a request id, the
-traceback stays in the log. Everything that answers an error (our exceptions, kserve's, FastAPI's
+traceback stays in the log. On the OpenAI routes (``openai_path``) they are OpenAI's (and vLLM's)
+``{"error": {"message", "type", "param", "code"}}`` instead, so OpenAI clients can read them; the
+status and ``Retry-After`` are the same. ``body_for`` picks the shape from the request's path. Everything that answers an error (our exceptions, kserve's, FastAPI's
 and Starlette's, the ASGI middlewares, a predictor error relayed by the transformer) takes its
 status and ``error_type`` from here. No web framework in this module.
 """
 
 from __future__ import annotations
 
+
+import os
 
 import orjson
 
@@ -72,6 +76,44 @@ def body(error_type: str, reason: str) -> dict:
 
 def encoded(error_type: str, reason: str) -> bytes:
     return orjson.dumps(body(error_type, reason))
+
+
+# vLLM's routes, which the field's OpenAI clients and the Gateway API Inference Extension assume, beside
+# the prefixed ones; GET /v1/models is kserve's v1 route too, and keeps kserve's error shape.
+OPENAI_ALIASES = ("/v1/chat/completions", "/v1/completions", "/health")
+
+
+def openai_prefix() -> str:
+    """Where the OpenAI routes live: kserve's ``KSERVE_OPENAI_ROUTE_PREFIX`` (default ``/openai``)."""
+    value = os.environ.get("KSERVE_OPENAI_ROUTE_PREFIX", "/openai").rstrip("/")
+    return value if not value or value.startswith("/") else f"/{value}"
+
+
+def openai_path(path: str) -> bool:
+    """Whether an error on ``path`` is answered in OpenAI's shape: under the OpenAI prefix (an unknown
+    route there included), or one of vLLM's routes."""
+    prefix = openai_prefix()
+    return path in OPENAI_ALIASES or (bool(prefix) and path.startswith(f"{prefix}/"))
+
+
+def openai_body(error_type: str, reason: str) -> dict:
+    """OpenAI's error object, as vLLM fills it: our error_type as ``type``, the HTTP status as ``code``."""
+    return {"error": {"message": reason, "type": error_type, "param": None, "code": STATUS[error_type]}}
+
+
+def body_for(path: str, error_type: str, reason: str) -> dict:
+    """The error body for a request to ``path``: OpenAI's shape on the OpenAI routes, else the table's."""
+    return openai_body(error_type, reason) if openai_path(path) else body(error_type, reason)
+
+
+def encoded_for(path: str, error_type: str, reason: str) -> bytes:
+    return orjson.dumps(body_for(path, error_type, reason))
+
+
+def reason_of(payload) -> str:
+    """The reason an error body (either shape) gives, or ""."""
+    error = payload.get("error", "") if isinstance(payload, dict) else ""
+    return str(error.get("message", "")) if isinstance(error, dict) else str(error)
 
 
 def json_object(raw: bytes | bytearray | str) -> dict:

@@ -36,7 +36,7 @@ from snapserve.errors import ServingError
 
 log = logging.getLogger("snapserve.guard")
 
-OPEN_PATHS = re.compile(r"^/$|^/metrics/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+/ready$")
+OPEN_PATHS = re.compile(r"^/$|^/health$|^/metrics/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+/ready$")
 OPEN_GET = re.compile(r"^/v1/models/[^/:]+$")
 RELOAD_SECONDS = 5.0
 
@@ -183,14 +183,15 @@ class Guard:
         if any(k.startswith(b"x-snapserve-tenant") for k, _ in scope.get("headers", ())):
             # only the guard names tenants (from the API key); a client's own claim is dropped
             scope["headers"] = [(k, v) for k, v in scope["headers"] if not k.startswith(b"x-snapserve-tenant")]
-        if is_open(scope["method"], scope["path"]):
+        path = scope["path"]
+        if is_open(scope["method"], path):
             return await self.app(scope, receive, send)
         caller = (scope.get("client") or ("unknown",))[0]
         if self.keys is not None:
             kid = self.keys.match(bearer(scope))
             if kid is None:
                 return await reject(send, "unauthorized", "missing or invalid API key: send "
-                                    "'Authorization: Bearer <key>'", [(b"www-authenticate", b"Bearer")])
+                                    "'Authorization: Bearer <key>'", [(b"www-authenticate", b"Bearer")], path)
             caller = f"key:{kid}"
             scope.setdefault("state", {})["api_key_id"] = kid
             tenant = tenants.Tenant(kid, **self.keys.options.get(kid, {}))
@@ -200,16 +201,17 @@ class Guard:
             if wait is not None:
                 retry = str(max(1, math.ceil(wait))).encode()
                 return await reject(send, "rate_limited", f"rate limit of {self.buckets.rate:g} requests/s "
-                                    f"(burst {self.buckets.burst}) reached; retry later", [(b"retry-after", retry)])
+                                    f"(burst {self.buckets.burst}) reached; retry later", [(b"retry-after", retry)],
+                                    path)
         if self.max_concurrent and self.in_flight >= self.max_concurrent:
             # shed at the door: past this, requests would only wait on this process's CPU
             return await reject(send, "overloaded", f"{self.in_flight} requests in progress (limit "
-                                f"{self.max_concurrent}); retry later", [(b"retry-after", b"1")])
+                                f"{self.max_concurrent}); retry later", [(b"retry-after", b"1")], path)
         if self.door_check is not None and gate.ROUTES.matches(scope):
             refusal = self.refusal(scope)
             if refusal is not None:
                 return await reject(send, refusal.error_type, refusal.reason,
-                                    [(k.lower().encode(), v.encode()) for k, v in refusal.headers().items()])
+                                    [(k.lower().encode(), v.encode()) for k, v in refusal.headers().items()], path)
         self.in_flight += 1
         try:
             return await self.app(scope, receive, send)

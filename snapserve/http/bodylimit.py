@@ -10,14 +10,14 @@ whole body before reading the answer still get the 413 instead of a reset connec
 
 from __future__ import annotations
 
-from snapserve.errors import STATUS, encoded
+from snapserve.errors import STATUS, encoded_for
 
 DISCARD_BYTES = 64 * 1024 * 1024
 
 
-async def reject(send, error_type: str, reason: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    """Answer an HTTP scope with an error from the shared status table."""
-    payload = encoded(error_type, reason)
+async def reject(send, error_type: str, reason: str, headers: list[tuple[bytes, bytes]] = (), path: str = "") -> None:
+    """Answer an HTTP scope with an error from the shared status table, in the body shape of ``path``."""
+    payload = encoded_for(path, error_type, reason)
     await send({"type": "http.response.start", "status": STATUS[error_type],
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode()), *headers]})
@@ -54,12 +54,12 @@ class BodyLimit:
                 if length < 0:
                     raise ValueError
             except ValueError:
-                return await reject(send, "validation", "Content-Length is not a number of bytes")
+                return await reject(send, "validation", "Content-Length is not a number of bytes", path=scope["path"])
             if length > self.max_bytes:
                 # a client that asked "Expect: 100-continue" waits for us and sends nothing more
                 if length <= DISCARD_BYTES and header(scope, b"expect") is None:
                     await self._discard(receive)
-                return await reject(send, "payload_too_large", self._too_large(length, True))
+                return await reject(send, "payload_too_large", self._too_large(length, True), path=scope["path"])
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -70,7 +70,8 @@ class BodyLimit:
             if size > self.max_bytes:
                 if message.get("more_body", False):
                     await self._discard(receive, size)
-                return await reject(send, "payload_too_large", self._too_large(self.max_bytes, False))
+                return await reject(send, "payload_too_large", self._too_large(self.max_bytes, False),
+                                    path=scope["path"])
             if chunk:
                 chunks.append(chunk)
             if not message.get("more_body", False):

@@ -20,7 +20,7 @@ import orjson
 
 from snapserve import metrics
 from snapserve.http.bodylimit import BodyLimit, header, reject
-from snapserve.errors import encoded
+from snapserve.errors import encoded_for, reason_of as error_reason
 from snapserve.http.streaming import cancel_on_disconnect
 
 access = logging.getLogger("snapserve.access")
@@ -28,8 +28,10 @@ errors_log = logging.getLogger("snapserve.errors")
 # Inference routes are counted, timed, refused while draining and cancelled when their client hangs up.
 # A route is one by declaration: ours are added with ``inference_route``; kserve's own are named here.
 KSERVE_INFERENCE_ROUTES = ("/v1/models/{model_name}:predict", "/v2/models/{model_name}/infer")
-PROBES = re.compile(r"^/$|^/metrics/?$|^/v2/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/ready)?$|^/v1/models/[^/:]+$")
+PROBES = re.compile(r"^/$|^/health$|^/metrics/?$|^/v2/?$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/ready)?$|^/v1/models/[^/:]+$")
 READY_PATHS = ("/v2/health/ready", "/ready")
+# exact paths answered as readiness too, declared by the app that serves them (``readiness_route``)
+READY_ALIASES: set[str] = set()
 REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")  # printable, no spaces: safe in logs and headers
 
 
@@ -62,6 +64,24 @@ def inference_route(api, path: str, endpoint, methods=("POST",)) -> None:
     request metrics, and the transformer's door check, apply to it."""
     ROUTES.declare(path)
     api.add_api_route(path, endpoint, methods=list(methods))
+
+
+def readiness_route(api, path: str, ready=lambda: True) -> None:
+    """Add ``GET path`` to ``api``: 503 (as the readiness paths) while draining or while the server's
+    ready check fails, else 200 with an empty body when ``ready()`` (the model loaded), 503 otherwise.
+    vLLM's ``/health``, which the Gateway API Inference Extension and benchmark clients probe."""
+    from starlette.responses import Response
+
+    from snapserve.errors import ServingError
+
+    READY_ALIASES.add(path)
+
+    async def health() -> Response:
+        if not ready():
+            raise ServingError("unavailable", "not ready: the model is not loaded", retry_after=1)
+        return Response(status_code=200)
+
+    api.add_api_route(path, health, methods=["GET"])
 
 
 class DrainState:
@@ -145,16 +165,16 @@ class RequestGate:
 
     async def _gated(self, scope, receive, send) -> None:
         path = scope["path"]
-        if path.endswith(READY_PATHS):
+        if path.endswith(READY_PATHS) or path in READY_ALIASES:
             if self.state.draining:
-                return await refuse(send, "server is draining", count=None)
+                return await refuse(send, "server is draining", count=None, path=path)
             reason = await self.ready_check() if self.ready_check is not None else None
             if reason:
-                return await refuse(send, f"not ready: {reason}", count=None, close=False)
+                return await refuse(send, f"not ready: {reason}", count=None, close=False, path=path)
         if not ROUTES.matches(scope):
             return await self.app(scope, receive, send)
         if self.state.draining:
-            return await refuse(send, "server is draining; retry on another replica", count=self.component)
+            return await refuse(send, "server is draining; retry on another replica", count=self.component, path=path)
         started = time.perf_counter()
         status = {"code": 500, "done": False}
 
@@ -189,14 +209,17 @@ class RequestGate:
 
 def reason_of(body: bytes) -> str:
     try:
-        return str(orjson.loads(body).get("error", ""))[:200]
-    except (orjson.JSONDecodeError, AttributeError):
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
         return body[:200].decode("utf-8", "replace")
+    if not isinstance(payload, dict):
+        return body[:200].decode("utf-8", "replace")
+    return error_reason(payload)[:200]
 
 
-async def refuse(send, reason: str, count: str | None, close: bool = True) -> None:
+async def refuse(send, reason: str, count: str | None, close: bool = True, path: str = "") -> None:
     """503 + Retry-After, closing the connection (draining) so the client's next try lands elsewhere."""
-    payload = encoded("unavailable", reason)
+    payload = encoded_for(path, "unavailable", reason)
     headers = [(b"content-type", b"application/json"), (b"retry-after", b"1"),
                (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": 503,
@@ -223,7 +246,7 @@ class ClosedRoutes:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and (self.CLOSED.search(scope["path"]) or versioned(scope)):
             return await reject(send, "not_found", f"{scope['path']} is not served by snapserve "
-                                "(no model repository API, explainer or model versions)")
+                                "(no model repository API, explainer or model versions)", path=scope["path"])
         return await self.app(scope, receive, send)
 
 

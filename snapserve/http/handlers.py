@@ -2,7 +2,8 @@
 
 Our ``ServingError``, kserve's errors (through ``kserve_compat``), FastAPI's body validation and
 Starlette's ``HTTPException`` (unknown route 404, wrong method 405, a 500) all answer
-``{"error", "error_type"}`` with the status the table gives. A 500 names only the request id.
+``{"error", "error_type"}`` with the status the table gives (OpenAI's ``{"error": {"message", "type",
+"code"}}`` on the OpenAI routes: ``errors.body_for``). A 500 names only the request id.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from snapserve.http import kserve_compat
-from snapserve.errors import ServingError, body, error_type_for
+from snapserve.errors import ServingError, body_for, error_type_for
 
 log = logging.getLogger("snapserve")
 
@@ -29,45 +30,51 @@ class JSON(Response):
         return orjson.dumps(content)
 
 
-def response(exc: ServingError) -> JSON:
-    return JSON(body(exc.error_type, exc.reason), status_code=exc.status, headers=exc.headers())
+def response(exc: ServingError, path: str = "") -> JSON:
+    """``exc``'s answer to a request for ``path`` (the path picks the body's shape)."""
+    return JSON(body_for(path, exc.error_type, exc.reason), status_code=exc.status, headers=exc.headers())
+
+
+def path_of(request: Request) -> str:
+    return request.scope.get("path", "")
 
 
 def request_id(request: Request) -> str:
     return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
-async def serving_error(_: Request, exc: ServingError) -> JSON:
-    return response(exc)
+async def serving_error(request: Request, exc: ServingError) -> JSON:
+    return response(exc, path_of(request))
 
 
 async def internal(request: Request, exc: Exception) -> JSON:
     rid = request_id(request)
     log.error("request %s failed", rid, exc_info=exc)
-    return JSON(body("internal", f"internal error; request id {rid}"), status_code=500)
+    return JSON(body_for(path_of(request), "internal", f"internal error; request id {rid}"), status_code=500)
 
 
 def _reason(exc) -> str:
     return str(getattr(exc, "reason", exc))
 
 
-async def validation(_: Request, exc) -> JSON:
-    return response(ServingError("validation", _reason(exc)))
+async def validation(request: Request, exc) -> JSON:
+    return response(ServingError("validation", _reason(exc)), path_of(request))
 
 
-async def not_found(_: Request, exc) -> JSON:
-    return response(ServingError("not_found", _reason(exc)))
+async def not_found(request: Request, exc) -> JSON:
+    return response(ServingError("not_found", _reason(exc)), path_of(request))
 
 
-async def unavailable(_: Request, exc) -> JSON:
-    return response(ServingError("unavailable", _reason(exc), retry_after=1))
+async def unavailable(request: Request, exc) -> JSON:
+    return response(ServingError("unavailable", _reason(exc), retry_after=1), path_of(request))
 
 
-async def request_invalid(_: Request, exc) -> JSON:
+async def request_invalid(request: Request, exc) -> JSON:
     errors = exc.errors()
     first = errors[0] if errors else {}
     where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
-    return response(ServingError("validation", f"invalid request body at {where}: {first.get('msg', 'invalid')}"))
+    return response(ServingError("validation", f"invalid request body at {where}: {first.get('msg', 'invalid')}"),
+                    path_of(request))
 
 
 async def http_exception(request: Request, exc) -> JSON:
@@ -77,7 +84,7 @@ async def http_exception(request: Request, exc) -> JSON:
         return await internal(request, exc)
     headers = dict(getattr(exc, "headers", None) or {})
     status = ServingError(kind, "").status
-    return JSON(body(kind, str(exc.detail)), status_code=status, headers=headers)
+    return JSON(body_for(path_of(request), kind, str(exc.detail)), status_code=status, headers=headers)
 
 
 def install(app) -> None:

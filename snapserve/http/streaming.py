@@ -6,8 +6,9 @@ sequences leave the batcher, or its generation leaves the engine (the generator'
 the transformer's upstream stream is closed (which the predictor sees as a hang-up in turn).
 
 SSE: ``data: {...}\\n\\n`` per event; an error after the 200 went out is the stream's last event,
-``{"error", "error_type"}`` from the status table (a traceback stays in the log); an OpenAI stream
-ends with ``data: [DONE]``.
+``{"error", "error_type"}`` from the status table, or OpenAI's ``{"error": {"message", "type", "code"}}``
+on the OpenAI routes (``errors.body_for``; a traceback stays in the log); an OpenAI stream ends with
+``data: [DONE]``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from snapserve.errors import ServingError, body
+from snapserve.errors import ServingError, body_for
 
 log = logging.getLogger("snapserve.http")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # no proxy buffering (nginx)
@@ -30,17 +31,19 @@ def sse(value) -> bytes:
     return b"data: " + (value if isinstance(value, bytes) else orjson.dumps(value)) + b"\n\n"
 
 
-async def sse_events(events: AsyncIterator, request_id: str = "", done: bool = False) -> AsyncIterator[bytes]:
-    """``events`` (dicts) as SSE bytes; an error after the stream started becomes its last event, and
-    ``events`` is always closed (closing it is what cancels the work behind it)."""
+async def sse_events(events: AsyncIterator, request_id: str = "", done: bool = False,
+                     path: str = "") -> AsyncIterator[bytes]:
+    """``events`` (dicts) as SSE bytes; an error after the stream started becomes its last event (in the
+    error shape of the request's ``path``), and ``events`` is always closed (closing it is what cancels the
+    work behind it)."""
     try:
         async for event in events:
             yield sse(event)
     except ServingError as exc:
-        yield sse(body(exc.error_type, exc.reason))
+        yield sse(body_for(path, exc.error_type, exc.reason))
     except Exception:  # the traceback stays in the log, the client gets a request id
         log.exception("stream %s failed", request_id or "-")
-        yield sse(body("internal", f"internal error; request id {request_id or '-'}"))
+        yield sse(body_for(path, "internal", f"internal error; request id {request_id or '-'}"))
     finally:
         close = getattr(events, "aclose", None)
         if close is not None:
@@ -49,10 +52,10 @@ async def sse_events(events: AsyncIterator, request_id: str = "", done: bool = F
         yield sse(DONE)
 
 
-def sse_response(events: AsyncIterator, request_id: str = "", done: bool = False):
+def sse_response(events: AsyncIterator, request_id: str = "", done: bool = False, path: str = ""):
     from fastapi.responses import StreamingResponse
 
-    return StreamingResponse(sse_events(events, request_id, done), media_type="text/event-stream",
+    return StreamingResponse(sse_events(events, request_id, done, path), media_type="text/event-stream",
                              headers=SSE_HEADERS)
 
 

@@ -3,12 +3,12 @@
 kserve 0.21 ships an OpenAI data plane (``OpenAIEncoderModel``) but imports vLLM for its request
 types, which would put torch and a 280 MB wheel into the CPU-only transformer image; this module
 serves the same routes under the same prefix (``KSERVE_OPENAI_ROUTE_PREFIX``, default ``/openai``).
+Errors under the prefix are OpenAI's ``{"error": {"message", "type", "code"}}`` (``errors.body_for``).
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import time
 
 import numpy as np
@@ -17,13 +17,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from snapserve.http.gate import inference_route
-from snapserve.errors import ServingError, json_object
+from snapserve.errors import ServingError, json_object, openai_prefix
 from transformer import encoding_options
 
 
 def prefix() -> str:
-    value = os.environ.get("KSERVE_OPENAI_ROUTE_PREFIX", "/openai")
-    return value if not value or value.startswith("/") else f"/{value}"
+    """The OpenAI routes' prefix; the error handlers read the same one to pick the body's shape."""
+    return openai_prefix()
 
 
 def vectors(matrix: np.ndarray, encoding_format: str) -> list:
@@ -61,12 +61,17 @@ def router(model) -> APIRouter:
     return api
 
 
-def add_models_route(api: APIRouter, name: str, created: int) -> None:
-    """``GET {prefix}/v1/models``: the one model served here (embeddings and chat alike)."""
-    answer = orjson.dumps({"object": "list", "data": [{"id": name, "object": "model", "created": created,
-                                                       "owned_by": "snapserve"}]})
+def models_list(name: str, created: int) -> dict:
+    """OpenAI's model list of the one model served here."""
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "snapserve"}]}
+
+
+def add_models_route(api: APIRouter, name: str, created: int, path: str | None = None, extra: dict | None = None):
+    """``GET {prefix}/v1/models`` (or ``path``): the one model served here (embeddings and chat alike);
+    ``extra`` keys join the answer."""
+    answer = orjson.dumps({**(extra or {}), **models_list(name, created)})
 
     async def models(_: Request) -> Response:
         return Response(answer, media_type="application/json")
 
-    api.add_api_route(f"{prefix()}/v1/models", models, methods=["GET"])
+    api.add_api_route(path or f"{prefix()}/v1/models", models, methods=["GET"])

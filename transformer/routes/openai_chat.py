@@ -1,6 +1,12 @@
 """OpenAI chat and completions on the transformer: ``POST {prefix}/v1/chat/completions``,
 ``{prefix}/v1/completions`` (``stream: true`` as SSE ending in ``data: [DONE]``, or one JSON) and
-``GET {prefix}/v1/models``, over a ``ChatModel``.
+``GET {prefix}/v1/models``, over a ``ChatModel``; and vLLM's routes beside them, which the field's
+clients and the Gateway API Inference Extension assume: ``POST /v1/chat/completions``,
+``/v1/completions`` (the same handlers), ``GET /health`` (200 when ready, else 503 as readiness) and
+``GET /v1/models``. That last one is kserve's v1 model list too (``{"models": [...]}``), registered
+after ours when the server starts, so ours answers both kinds of client at once:
+``{"models": [name], "object": "list", "data": [...]}``. Errors on the OpenAI routes, vLLM's
+included, are OpenAI's ``{"error": {"message", "type", "code"}}``.
 
 Validated here, refused from the status table: a ``model`` not served (404), bad messages or
 parameters (400), ``n`` other than 1, log probabilities and tools (400: not served). Both are
@@ -20,7 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from snapserve.errors import ServingError, json_object
-from snapserve.http.gate import inference_route
+from snapserve.http.gate import inference_route, readiness_route
 from snapserve.http.streaming import sse_response
 from transformer.chat.template import messages_of
 from transformer.routes.openai import add_models_route, prefix
@@ -101,7 +107,8 @@ def router(model) -> APIRouter:
         pieces = model.pieces(prompt, params, stops, headers)
         if stream:
             first = await anext(pieces)  # a refusal (429, 503, 504, ...) still gets its own status, before the 200
-            return sse_response(chunks(base, chat, first, pieces, len(prompt), include_usage), rid, done=True)
+            return sse_response(chunks(base, chat, first, pieces, len(prompt), include_usage), rid, done=True,
+                                path=request.scope["path"])
         text, tokens, reason = await collect(pieces)
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
@@ -118,9 +125,13 @@ def router(model) -> APIRouter:
     async def completions(request: Request) -> Response:
         return await run(request, chat=False)
 
-    inference_route(api, f"{prefix()}/v1/chat/completions", chat_completions)
-    inference_route(api, f"{prefix()}/v1/completions", completions)
-    add_models_route(api, model.name, created)
+    for root in dict.fromkeys((prefix(), "")):  # the prefixed routes, then vLLM's
+        inference_route(api, f"{root}/v1/chat/completions", chat_completions)
+        inference_route(api, f"{root}/v1/completions", completions)
+    if prefix():
+        add_models_route(api, model.name, created)
+    add_models_route(api, model.name, created, "/v1/models", extra={"models": [model.name]})
+    readiness_route(api, "/health", lambda: model.ready)
     return api
 
 
