@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from tests.chart.chart_tools import (
     CHART,
@@ -14,8 +15,10 @@ from tests.chart.chart_tools import (
     render,
     render_error,
     run_helm,
+    template_args,
     values_id,
 )
+from tests.chart.test_values import VALUES, merged
 
 HELM_NAMES = sorted(HELMS)
 CASES = [pytest.param(h, v, id=f"{h}-{values_id(v)}") for v in CI_VALUES for h in HELM_NAMES]
@@ -23,7 +26,7 @@ CASES = [pytest.param(h, v, id=f"{h}-{values_id(v)}") for v in CI_VALUES for h i
 
 def test_every_feature_has_a_ci_values_file():
     expected = {"defaults", "gpu", "gateway", "ingress-tls", "monitoring", "autoscaling", "serverless", "everything",
-                "auth", "rerank", "generation"}
+                "auth", "rerank", "generation", "generation-cpu"}
     assert {values_id(v) for v in CI_VALUES} == expected
 
 
@@ -128,11 +131,14 @@ def test_kserve_contract(values):
     assert predictor["command"] == ["python", "-m", "predictor"]
     assert transformer["command"] == ["python", "-m", "transformer"]
     pargs, targs = predictor["args"], transformer["args"]
-    # The transformer calls /v1|v2/models/<isvc name>; the predictor must serve that name.
-    assert pargs[pargs.index("--model_name") + 1] == name
+    # The transformer calls /v1|v2/models/<its --model_name>: KServe appends the isvc name when the chart
+    # passes none, and the chart passes one only when modelName differs. The predictor must serve that name.
+    model = targs[targs.index("--model_name") + 1] if "--model_name" in targs else name
+    assert pargs[pargs.index("--model_name") + 1] == model
+    assert ("--model_name" in targs) == (model != name)
     for flag, value in (("--model_dir", "/mnt/models"), ("--http_port", "8080"), ("--grpc_port", "8081")):
         assert pargs[pargs.index(flag) + 1] == value and targs[targs.index(flag) + 1] == value
-    assert "--model_name" not in targs and "--predictor_host" not in targs
+    assert "--predictor_host" not in targs
     encoder_flags = ("--max_batch_size", "--max_batch_tokens", "--max_delay_ms", "--max_queue_sequences")
     generating = "--task" in pargs and pargs[pargs.index("--task") + 1] == "generate"
     for flag in encoder_flags:  # a chat predictor would refuse another task's flags at start
@@ -229,9 +235,129 @@ def test_kube_version_floor(helm_name):
     assert proc.returncode != 0 and "kubeVersion" in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize(("values", "route"), [("rerank", "/v1/rerank"), ("generation", "/openai/v1/chat/completions"),
-                                               ("defaults", "/openai/v1/embeddings")])
+CHAT_ROUTE, EMBED_ROUTES = "/openai/v1/chat/completions", ("/openai/v1/embeddings", "/v1/models/snapserve:predict")
+
+
+@pytest.mark.parametrize(("values", "route"), [("rerank", "/v1/rerank"), ("generation", CHAT_ROUTE),
+                                               ("generation-cpu", CHAT_ROUTE), ("defaults", "/openai/v1/embeddings")])
 def test_notes_print_a_curl_for_the_task(values, route):
     notes = run_helm("helm4", "install", "snapserve", str(CHART), "--dry-run=client", "-f",
-                     str(CHART / "ci" / f"{values}-values.yaml"))
-    assert f'"$SNAPSERVE_URL{route}"' in notes.stdout
+                     str(CHART / "ci" / f"{values}-values.yaml")).stdout.split("NOTES:", 1)[1]
+    assert f'"$SNAPSERVE_URL{route}"' in notes
+    chat = route == CHAT_ROUTE
+    assert (f'"$SNAPSERVE_URL{CHAT_ROUTE}"' in notes) == chat
+    for embed in EMBED_ROUTES:
+        assert (f'"$SNAPSERVE_URL{embed}"' in notes) == (values == "defaults"), notes
+    if chat:  # greedy, so the printed curl answers the same every time
+        assert '"temperature": 0' in notes and '"model": "snapserve"' in notes, notes
+        assert "greedy chat completion" in notes  # what `helm test` checks
+
+
+# -- the helm test pod follows the task ---------------------------------------------------------------
+
+def effective(values) -> dict:
+    return merged(yaml.safe_load(VALUES.read_text()), yaml.safe_load(values.read_text()) or {})
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=values_id)
+def test_helm_test_pod_follows_the_task(values):
+    """The embedding test for encoders, the chat test for predictor.task=generate, never both."""
+    v = effective(values)
+    pods = sorted(d["metadata"]["name"] for d in render("helm4", values) if d["kind"] == "Pod")
+    if not v["helmTest"]["enabled"]:
+        assert pods == []
+    elif v["predictor"]["task"] == "generate":
+        assert pods == [f"{RELEASE}-test-chat"]
+    else:
+        assert pods == [f"{RELEASE}-test-embedding"]
+
+
+def test_chat_test_pod_is_built_like_the_embedding_one():
+    chat = find(render("helm4", CHART / "ci" / "generation-values.yaml"), "Pod", "-test-chat")
+    embed = find(render("helm4"), "Pod", "-test-embedding")
+    assert chat["metadata"]["annotations"] == embed["metadata"]["annotations"]
+    assert chat["metadata"]["labels"] == embed["metadata"]["labels"]
+    for key in ("restartPolicy", "serviceAccountName", "automountServiceAccountToken", "securityContext"):
+        assert chat["spec"][key] == embed["spec"][key], key
+    c, e = chat["spec"]["containers"][0], embed["spec"]["containers"][0]
+    assert c["image"].removesuffix(":generate") == e["image"].rsplit(":", 1)[0]  # the transformer image
+    for key in ("imagePullPolicy", "command", "resources", "securityContext"):
+        assert c[key] == e[key], key
+    env = {x["name"]: x["value"] for x in c["env"]}
+    assert env["BASE_URL"] == f"http://{RELEASE}-transformer.{NAMESPACE}.svc.cluster.local"
+    assert env["MODEL_NAME"] == RELEASE and env["MAX_TOKENS"] == "16"
+    script = c["args"][0]
+    assert '"/openai/v1/chat/completions"' in script and '"temperature": 0' in script
+    assert 'choice.get("finish_reason")' in script and "content.strip()" in script
+    compile(script, "test-chat", "exec")
+
+
+# -- the chat example on CPU nodes ----------------------------------------------------------------------
+
+def render_files(*names: str) -> list[dict]:
+    args = template_args()
+    for name in names:
+        args += ["-f", str(CHART / "ci" / f"{name}-values.yaml")]
+    return [d for d in yaml.safe_load_all(run_helm("helm4", *args).stdout) if d]
+
+
+@pytest.mark.parametrize("files", [("generation-cpu",), ("generation", "generation-cpu")], ids=["alone", "layered"])
+def test_chat_on_cpu_renders_no_gpu(files):
+    """Alone or after the GPU chat file (Helm merges maps: its nodeSelector must go, not merge)."""
+    docs = render_files(*files)
+    pred = find(docs, "InferenceService")["spec"]["predictor"]
+    container = pred["containers"][0]
+    args = container["args"]
+    assert args[args.index("--task") + 1] == "generate" and args[args.index("--device") + 1] == "cpu"
+    assert "gpu" not in str(container["resources"]).lower()
+    for key in ("nodeSelector", "tolerations", "runtimeClassName", "affinity"):
+        assert key not in pred, (key, pred.get(key))
+    find(docs, "Pod", "-test-chat")
+    assert docs == render_files("generation-cpu")  # it restates every key the GPU chat file sets
+
+
+def test_gpu_chat_example_keeps_its_gpu():
+    pred = find(render("helm4", CHART / "ci" / "generation-values.yaml"), "InferenceService")["spec"]["predictor"]
+    assert pred["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pred["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and pred["tolerations"]
+
+
+# -- the model name is the one chosen ------------------------------------------------------------------
+
+@pytest.mark.parametrize("values", ["defaults", "generation", "gateway", "auth"])
+def test_the_chosen_model_name_is_served_everywhere(values):
+    """modelName reaches both servers' --model_name, the helm test and the NOTES; resource names, the
+    Services KServe names after the InferenceService and the route's backend stay as they were."""
+    from transformer import config as tconfig
+
+    from tests.chart.test_server_args import kserve_transformer_args
+
+    file, model = CHART / "ci" / f"{values}-values.yaml", "My-model.v2"
+    sets = (f"modelName={model}", "helmTest.enabled=true")
+    docs = render("helm4", file, sets)
+    plain = render("helm4", file, ("helmTest.enabled=true",))
+    isvc = find(docs, "InferenceService")
+    assert isvc["metadata"]["name"] == find(plain, "InferenceService")["metadata"]["name"] == RELEASE
+    pargs = isvc["spec"]["predictor"]["containers"][0]["args"]
+    targs = kserve_transformer_args(isvc["spec"]["transformer"]["containers"][0]["args"], RELEASE)
+    assert pargs[pargs.index("--model_name") + 1] == model
+    assert tconfig.load(targs).model_name == model
+    pod = next(d for d in docs if d["kind"] == "Pod")
+    assert {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}["MODEL_NAME"] == model
+    for kind in ("HTTPRoute", "Ingress"):
+        if any(d["kind"] == kind for d in plain):
+            assert find(docs, kind) == find(plain, kind)  # routes go to the transformer Service, by host
+    notes = run_helm("helm4", "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                     "-f", str(file), "--set", sets[0]).stdout.split("NOTES:", 1)[1]
+    assert f'model name "{model}"' in notes and f'inferenceservice/{RELEASE} ' in notes
+    if effective(file)["predictor"]["task"] == "generate":
+        assert f'"model": "{model}"' in notes
+    else:
+        assert f'"$SNAPSERVE_URL/v1/models/{model}:predict"' in notes and f'"model": "{model}"' in notes
+    assert '"model": "snapserve"' not in notes and "/models/snapserve:" not in notes
+
+
+@pytest.mark.parametrize("bad", ["a/b", "name:predict", "-x", "with space"])
+def test_model_name_must_fit_in_a_url_path(bad):
+    err = render_error("helm4", sets=(f"modelName={bad}",))
+    assert "modelName" in err, err

@@ -50,10 +50,14 @@ def test_schema_closes_every_object():
 
 
 def merged(base: dict, override: dict) -> dict:
-    """Helm's coalescing of a values file over the defaults (maps merge, everything else replaces)."""
+    """Helm's coalescing of a values file over the defaults (maps merge, null deletes the key, everything
+    else replaces)."""
     out = dict(base)
     for key, value in override.items():
-        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return out
 
 

@@ -19,6 +19,12 @@ Kept to 45 characters: KServe appends "-transformer-default-00001-deployment"-st
 {{- end }}
 {{- end }}
 
+{{/* The model name clients send (URLs, OpenAI's "model") and both servers' --model_name: modelName,
+else the InferenceService name, which KServe gives the transformer when the chart passes none. */}}
+{{- define "snapserve.modelName" -}}
+{{- default (include "snapserve.fullname" .) .Values.modelName }}
+{{- end }}
+
 {{- define "snapserve.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
