@@ -3,20 +3,28 @@
 # working curl line and serves until Ctrl-C (which stops both, draining first).
 # The servers log to out/run-local/ (override: LOG_DIR); once both are ready their new lines (access
 # logs, errors) follow the curl lines on the terminal. A server that fails to start prints its log's end.
+# MODEL_DIR=<snapshot> MODEL_NAME=<name>: serve your own snapshot; its task (embedding, rerank, a chat
+# model's generate, ...) is read from it and picks the curl lines. MODEL=generate: the default chat model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${SNAPSERVE_SKIP_SETUP:-}" ] || bash ci/setup.sh serve
-if [ "${MODEL:-}" = generate ]; then   # text generation: SmolLM2-135M-Instruct, chat completions
-  MODEL_DIR=${MODEL_DIR:-models/SmolLM2-135M-Instruct}
-  MODEL_NAME=${MODEL_NAME:-smollm2-135m-instruct}
+PY=.venv/bin/python
+if [ -n "${MODEL_DIR:-}" ]; then        # the user's snapshot says what it is
+  TASK=$($PY -c 'import sys
+from snapserve import metadata
+try:
+    print(metadata.read(sys.argv[1]).task)
+except Exception as exc:
+    sys.exit(f"run-local: cannot read the snapshot {sys.argv[1]}: {exc}")' "$MODEL_DIR")
+  MODEL_NAME=${MODEL_NAME:-$(basename "$MODEL_DIR" | tr '[:upper:]' '[:lower:]')}
+elif [ "${MODEL:-}" = generate ]; then  # text generation: SmolLM2-135M-Instruct, chat completions
+  TASK=generate MODEL_DIR=models/SmolLM2-135M-Instruct MODEL_NAME=${MODEL_NAME:-smollm2-135m-instruct}
 else
-  MODEL_DIR=${MODEL_DIR:-models/all-MiniLM-L6-v2}
-  MODEL_NAME=${MODEL_NAME:-all-minilm-l6-v2}
+  TASK=embedding MODEL_DIR=models/all-MiniLM-L6-v2 MODEL_NAME=${MODEL_NAME:-all-minilm-l6-v2}
 fi
 PORT=${PORT:-8080}                      # transformer (clients call this)
 PREDICTOR_PORT=${PREDICTOR_PORT:-8090}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-PY=.venv/bin/python
 LOG_DIR=${LOG_DIR:-out/run-local}
 mkdir -p "$LOG_DIR"
 plog=$LOG_DIR/predictor-$PREDICTOR_PORT.log tlog=$LOG_DIR/transformer-$PORT.log
@@ -63,13 +71,22 @@ wait_ready "http://127.0.0.1:$PORT/v2/models/$MODEL_NAME/ready" "${pids[1]}" "$t
 tail -q -n 0 -F "$plog" "$tlog" 2>/dev/null &
 follow=$!
 
-if [ "${MODEL:-}" = generate ]; then
+if [ "$TASK" = generate ]; then
   cat <<MSG
 
 snapserve is up (text generation): transformer http://127.0.0.1:$PORT -> predictor http://127.0.0.1:$PREDICTOR_PORT
   curl -s -H 'content-type: application/json' http://127.0.0.1:$PORT/openai/v1/chat/completions -d '{"model": "$MODEL_NAME", "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 32}'
   curl -sN -H 'content-type: application/json' http://127.0.0.1:$PORT/openai/v1/chat/completions -d '{"model": "$MODEL_NAME", "messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 64, "stream": true}'
   curl -s -H 'content-type: application/json' http://127.0.0.1:$PREDICTOR_PORT/v2/models/$MODEL_NAME/generate -d '{"text_input": "The capital of France is", "parameters": {"max_tokens": 16, "temperature": 0}}'
+Ctrl-C stops both.
+MSG
+  served
+fi
+if [ "$TASK" != embedding ]; then        # rerank or classification: v1 scores single texts too
+  cat <<MSG
+
+snapserve is up ($TASK): transformer http://127.0.0.1:$PORT -> predictor http://127.0.0.1:$PREDICTOR_PORT
+  curl -s -H 'content-type: application/json' http://127.0.0.1:$PORT/v1/models/$MODEL_NAME:predict -d '{"instances": ["A man is playing a guitar."]}'
 Ctrl-C stops both.
 MSG
   served

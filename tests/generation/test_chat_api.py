@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
@@ -137,16 +138,17 @@ def test_the_openai_sdk(pair):
 def test_bad_requests_get_4xx_from_the_status_table(pair, body, status, error_type):
     response = chat(pair, **body)
     assert response.status_code == status, response.text
-    assert response.json()["error_type"] == error_type
+    error = response.json()["error"]  # OpenAI's shape on the OpenAI routes
+    assert (error["type"], error["code"]) == (error_type, status) and error["message"]
 
 
 def test_a_too_long_prompt_is_refused_with_its_token_count(pair):
     long = "hello " * 9000  # about 9,000 tokens; the context is 8,192
     response = chat(pair, messages=[{"role": "user", "content": long}], max_tokens=4)
     assert response.status_code == 422, response.text
-    assert response.json()["error_type"] == "unprocessable"
+    assert response.json()["error"]["type"] == "unprocessable"
     count = len(prompt_ids(pair, [{"role": "user", "content": long}]))
-    assert f"{count} tokens" in response.json()["error"]
+    assert f"{count} tokens" in response.json()["error"]["message"]
     direct = httpx.post(f"{pair.predictor_url}/v2/models/{pair.model_name}/generate", timeout=60,
                         json={"input_ids": [1] * 8192})
     assert direct.status_code == 422 and "8192 tokens" in direct.json()["error"]
@@ -166,3 +168,49 @@ def test_the_predictor_serves_text_alone(pair):
     infer = httpx.post(f"{pair.predictor_url}/v2/models/{pair.model_name}/infer", timeout=30,
                        json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["x"]}]})
     assert infer.status_code == 400 and "generate" in infer.json()["error"]
+
+
+def test_the_openai_sdk_reads_our_errors(pair):
+    import openai
+
+    for base in ("/openai/v1", "/v1"):  # the prefixed routes and vLLM's
+        client = openai.OpenAI(base_url=f"{pair.transformer_url}{base}", api_key="unused", timeout=60, max_retries=0)
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.chat.completions.create(model="gpt-4", messages=QUESTION, max_tokens=4)
+        assert missing.value.status_code == 404 and missing.value.type == "not_found" and missing.value.code == "404"
+        # the SDK's message is the error's, not only "Error code: 404"
+        assert missing.value.message == f"Error code: 404 - model 'gpt-4' is not served here; use {pair.model_name!r}"
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.completions.create(model=pair.model_name, prompt="x", max_tokens=4, n=2)
+        assert bad.value.type == "validation" and "'n' must be 1" in bad.value.message
+    # kserve's routes keep the status table's body
+    kserve = httpx.post(f"{pair.transformer_url}/v1/models/nope:predict", json={"instances": ["x"]}, timeout=30)
+    assert kserve.status_code == 404 and set(kserve.json()) == {"error", "error_type"}
+
+
+def test_vllm_routes_for_the_field_s_clients(pair):
+    from openai import OpenAI
+
+    health = httpx.get(f"{pair.transformer_url}/health", timeout=30)
+    assert (health.status_code, health.content) == (200, b"")
+    client = OpenAI(base_url=f"{pair.transformer_url}/v1", api_key="unused", timeout=300, max_retries=0)
+    counted = transformer_requests_ok(pair)
+    reply = client.chat.completions.create(model=pair.model_name, messages=QUESTION, max_tokens=8, temperature=0)
+    assert transformer_requests_ok(pair) == counted + 1  # an inference route: counted as the prefixed ones
+    prefixed = chat(pair, messages=QUESTION, max_tokens=8, temperature=0).json()
+    assert reply.choices[0].message.content == prefixed["choices"][0]["message"]["content"]
+    stream = client.completions.create(model=pair.model_name, prompt="The capital of France is", max_tokens=6,
+                                       temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in stream if c.choices)
+    # GET /v1/models: OpenAI's list for OpenAI clients, kserve's v1 list for kserve's, in one answer
+    assert [m.id for m in client.models.list()] == [pair.model_name]
+    listed = httpx.get(f"{pair.transformer_url}/v1/models", timeout=30).json()
+    assert listed["models"] == [pair.model_name] and listed["object"] == "list"
+    ready = httpx.get(f"{pair.transformer_url}/v1/models/{pair.model_name}", timeout=30)  # kserve's v1 model status
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+def transformer_requests_ok(pair) -> float:
+    text = httpx.get(f"{pair.transformer_url}/metrics", timeout=30).text
+    match = re.search(r'^snapserve_requests_total\{component="transformer",outcome="ok"\} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
