@@ -45,7 +45,7 @@ def test_dimensions_truncate_and_renormalise_on_every_route(servers):
 @pytest.mark.parametrize("bad", [0, -3, 385, 10_000, "64", 1.5, True])
 def test_bad_dimensions_get_400(servers, bad):
     r = openai(servers.transformer_url, input="hello", dimensions=bad)
-    assert r.status_code == 400 and r.json()["error_type"] == "validation", r.text
+    assert r.status_code == 400 and r.json()["error"]["type"] == "validation", r.text
     v1 = httpx.post(f"{servers.transformer_url}/v1/models/snap:predict",
                     json={"instances": ["hello"], "parameters": {"dimensions": bad}})
     assert v1.status_code == 400, v1.text
@@ -81,7 +81,7 @@ def test_prompts_are_prepended_and_counted(servers, prompted):
                     json={"instances": SENTENCES[:2], "parameters": {"prompt_name": "query"}}).json()
     np.testing.assert_allclose(np.asarray(v1["predictions"]), vectors(query), atol=1e-5)
     bad = openai(prompted, input="x", prompt_name="nope")
-    assert bad.status_code == 400 and "passage, query" in bad.json()["error"]
+    assert bad.status_code == 400 and "passage, query" in bad.json()["error"]["message"]
     assert openai(servers.transformer_url, input="x", prompt_name="query").status_code == 400  # none declared
 
 
@@ -89,4 +89,4 @@ def test_declared_matryoshka_widths_are_the_only_ones_allowed(prompted):
     assert vectors(openai(prompted, input="x", dimensions=128).json()).shape == (1, 128)
     assert vectors(openai(prompted, input="x", dimensions=384).json()).shape == (1, 384)
     r = openai(prompted, input="x", dimensions=64)
-    assert r.status_code == 400 and "128, 256" in r.json()["error"]
+    assert r.status_code == 400 and "128, 256" in r.json()["error"]["message"]
