@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -80,6 +82,31 @@ GEN_RUNNING = Gauge("snapserve_num_requests_running", "Generation requests in th
 GEN_WAITING = Gauge("snapserve_num_requests_waiting", "Generation requests admitted and waiting for the batch")
 GEN_KV_USAGE = Gauge("snapserve_kv_cache_usage_perc", "Share of the paged KV cache in use (1 = full)")
 GEN_PREEMPTIONS = Counter("snapserve_num_preemptions", "Requests taken out of the batch for lack of KV blocks")
+# vLLM's vllm:cache_config_info, for GIE's endpoint picker: the paged cache's real shape, set once at engine start
+GEN_CACHE_CONFIG = Gauge("snapserve_cache_config_info", "The paged KV cache (1; labels: block_size tokens per block, "
+                         "num_gpu_blocks blocks)", ["block_size", "num_gpu_blocks"])
+
+
+# -- autoscaling (KEDA) and scale to zero: signals that follow the task ----------------------------
+# Computed when /metrics is scraped (set_function): O(1), no lock the engine thread holds for a step.
+ESTIMATED_WAIT = Gauge("snapserve_estimated_wait_seconds", "How long new work would wait now (embeddings: the "
+                       "queue's running and queued sequences / measured throughput; generation: waiting prompt "
+                       "tokens / prefill rate + remaining decode tokens / decode rate; 0 when idle or unmeasured)",
+                       ["component"])
+# What wakes a predictor scaled to zero: requests the transformer holds with no predictor answer yet.
+AWAITING_PREDICTOR = Gauge("snapserve_requests_awaiting_predictor", "Requests the transformer holds that have no "
+                           "predictor answer yet (queued, in a call, or retried while no predictor answers; chat: "
+                           "admitted and no first event yet)", ["component"])
+
+
+def export_wait(component: str, seconds: Callable[[], float | None]) -> None:
+    """Serve ``seconds()`` as ``component``'s estimated wait, computed per scrape (None, unmeasured: 0)."""
+    ESTIMATED_WAIT.labels(component).set_function(lambda: max(0.0, seconds() or 0.0))
+
+
+def awaiting_predictor() -> Gauge:
+    """The transformer's gauge of requests awaiting a predictor answer (exported at 0 from the start)."""
+    return AWAITING_PREDICTOR.labels("transformer")
 
 
 # Work nobody waits for any more (the client hung up, or its deadline passed), dropped before it ran.

@@ -75,6 +75,8 @@ class Pipeline:
         self.coalescer = Coalescer(call, limits, isolate=is_request_error,
                                    on_drop=metrics.SEQUENCES_DROPPED.labels("transformer").inc,
                                    max_batch_s=settings.coalesce_max_call_ms / 1000)
+        metrics.export_wait("transformer", self.coalescer.estimated_wait)
+        self.awaiting = metrics.awaiting_predictor()
 
     # -- whole requests -----------------------------------------------------------------------
     async def embed(self, texts, headers=None, truncate=True, options: dict | None = None) -> tuple[np.ndarray, int]:
@@ -140,7 +142,8 @@ class Pipeline:
         try:
             submitted = self.coalescer.submit(job.sequences, context=job, tenant=job.tenant.id,
                                               weight=job.tenant.weight, max_queued=self.max_queued(job.tenant))
-            job.rows = await asyncio.wait_for(submitted, max(0.0, job.deadline - time.monotonic()))
+            with self.awaiting.track_inprogress():  # until its rows arrive, it fails or it is cancelled
+                job.rows = await asyncio.wait_for(submitted, max(0.0, job.deadline - time.monotonic()))
         except TimeoutError:  # the coalescer drops its queued sequences (the submit was cancelled)
             raise self.late(job) from None
         metrics.SEQUENCES.labels("transformer").inc(len(job.rows))

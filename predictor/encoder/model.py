@@ -58,6 +58,7 @@ class SnapshotModel(kserve.Model):
                                      threads=threads)
         # warm-up on the threads that will serve (DeviceBatcher's one per instance), then the auto limits from it
         self.batcher.limits = autotune.tune(self.engine, self.batcher, s, self.max_length, cache)
+        metrics.export_wait("predictor", self.batcher.estimated_wait)
         metrics.GPU_USED.set_function(lambda: self.engine.gpu_memory()[0])
         metrics.GPU_TOTAL.set_function(lambda: self.engine.gpu_memory()[1])
         self.platform = f"snapserve:predictor:{self.info.task}"  # v2 metadata (kserve_compat patch 6)

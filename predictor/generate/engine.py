@@ -41,6 +41,7 @@ from transformers.generation.continuous_batching.requests import RequestState
 
 from predictor import device as devices
 from predictor.generate.settings import GenerateSettings
+from predictor.generate.wait import WaitEstimate
 from snapserve import metrics
 from snapserve.scheduling import admission
 from snapserve.errors import ServingError
@@ -280,6 +281,7 @@ class GenerationEngine:
         resolved = self.manager.continuous_batching_config
         self.page_size = resolved.page_size
         self.held = 0  # requests admitted and not finished (running + waiting)
+        self.wait = WaitEstimate()  # snapserve_estimated_wait_seconds, fed by generate()
         self.accepting = True
         self._ids = 0
         self._preemption_hook = False
@@ -302,7 +304,10 @@ class GenerationEngine:
         metrics.GEN_RUNNING.set_function(lambda: len(processor.scheduler.active_requests))
         metrics.GEN_WAITING.set_function(
             lambda: len(processor.scheduler.waiting_requests) + self.manager.input_queue.qsize())
-        metrics.GEN_KV_USAGE.set_function(lambda: max(0.0, 1.0 - processor.cache.compute_free_capacity(True)))
+        metrics.GEN_KV_USAGE.set_function(lambda: kv_usage(processor.cache))
+        metrics.export_wait("predictor", self.wait.seconds)
+        metrics.GEN_CACHE_CONFIG.clear()
+        metrics.GEN_CACHE_CONFIG.labels(*cache_config(processor.cache, self.page_size)).set(1)
 
     def _stop_after_main(self) -> None:
         threading.main_thread().join()
@@ -371,6 +376,7 @@ class GenerationEngine:
         self.held += 1
         started = time.perf_counter()
         last, sent, finished = started, 0, False
+        self.wait.admitted(len(prompt), sampling.max_tokens, started)
         self.manager.register_result_handler(request_id, outputs.put_nowait)
         try:
             added = self.manager.add_request(prompt, request_id=request_id, max_new_tokens=sampling.max_tokens,
@@ -391,6 +397,7 @@ class GenerationEngine:
                 if new:
                     (metrics.GEN_TTFT if sent == 0 else metrics.GEN_ITL).observe(now - last)
                     metrics.GEN_GENERATION_TOKENS.inc(len(new))
+                    self.wait.progressed(0 if sent else len(prompt), len(new), now)
                 last, sent = now, len(tokens)
                 if output.is_finished():
                     finished = True
@@ -403,6 +410,7 @@ class GenerationEngine:
                     yield Delta(new, None, len(prompt), len(tokens))
         finally:
             self.held -= 1
+            self.wait.ended(0 if sent else len(prompt), sampling.max_tokens - sent, time.perf_counter())
             if not finished:  # the consumer went away (or failed): free the request's KV blocks now
                 self.manager.cancel_request(request_id)
                 metrics.GEN_SUCCESS.labels("abort").inc()
@@ -414,3 +422,20 @@ class GenerationEngine:
         router = self.manager.output_router
         with router._lock:
             router.result_handlers.pop(request_id, None)
+
+
+def kv_usage(cache) -> float:
+    """Share of the paged KV cache that requests hold, 0-1 (vLLM's kv_cache_usage_perc). Blocks kept only for
+    prefix de-duplication count as free, as in vLLM: nobody holds them and the scheduler evicts them as soon
+    as it needs room (``compute_free_capacity`` counts them as used, so the gauge never fell back after a
+    load). O(allocators): counters the engine thread keeps, read without its lock."""
+    total = cache.num_sectors * cache.bytes_per_sector
+    cached = sum(len(a.ledger.cached_blocks) * a.bytes_per_block for a in cache.cache_allocators.values())
+    free = cache.compute_free_capacity(False) + cached
+    return min(1.0, max(0.0, 1.0 - free / total)) if total else 0.0
+
+
+def cache_config(cache, page_size: int) -> tuple[str, str]:
+    """(block_size, num_gpu_blocks) of the paged cache as allocated: tokens per block, whole-model blocks."""
+    pages = {a.tokens_per_page for a in cache.cache_allocators.values()}
+    return str(min(pages) if pages else page_size), str(cache.num_blocks)

@@ -24,7 +24,7 @@ from pathlib import Path
 import kserve
 from tokenizers import Tokenizer
 
-from snapserve import metadata, tenants
+from snapserve import metadata, metrics, tenants
 from snapserve.deadlines import requested_timeout
 from snapserve.errors import ServingError
 from snapserve.scheduling import admission
@@ -55,6 +55,7 @@ class ChatModel(kserve.Model):
                                      settings.predictor_use_ssl, settings.predictor_connect_timeout_ms / 1000)
         self.held = 0  # chat requests admitted and not finished (waiting for the predictor or streaming)
         self.held_by_tenant: collections.Counter[str] = collections.Counter()
+        self.awaiting = metrics.awaiting_predictor()  # held requests with no first event yet (wakes a predictor at 0)
         self.ready = True
 
     # -- admission -----------------------------------------------------------------------
@@ -119,9 +120,13 @@ class ChatModel(kserve.Model):
         self.held_by_tenant[tenant] += 1
         text = TextStream(self.tokenizer, stops)
         upstream = self.client.stream(prompt, parameters, headers, deadline)
-        tokens = 0
+        tokens, awaiting = 0, True
+        self.awaiting.inc()
         try:
             async for event in upstream:
+                if awaiting:
+                    awaiting = False
+                    self.awaiting.dec()
                 if asked is not None and time.monotonic() > deadline:
                     raise ServingError("timeout", f"the request's deadline of {asked * 1000:.0f} ms passed")
                 tokens += len(event.get("output_ids") or ())
@@ -137,6 +142,8 @@ class ChatModel(kserve.Model):
                     yield Piece(piece, tokens)
             raise ServingError("upstream", "the predictor's stream ended without a finish reason")
         finally:
+            if awaiting:  # no predictor answer came: an error, the deadline, or the client left
+                self.awaiting.dec()
             self.held -= 1
             self.held_by_tenant[tenant] -= 1
             if self.held_by_tenant[tenant] <= 0:
