@@ -26,6 +26,8 @@ CRD_FILES = {
     ("monitoring.coreos.com", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
     ("monitoring.coreos.com", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
     ("gateway.networking.k8s.io", "HTTPRoute"): "gateway.networking.k8s.io_httproutes.yaml",
+    ("keda.sh", "ScaledObject"): "keda.sh_scaledobjects.yaml",
+    ("inference.networking.k8s.io", "InferencePool"): "inference.networking.k8s.io_inferencepools.yaml",
 }
 
 
@@ -163,3 +165,27 @@ def crd_validator(group: str, kind: str, version: str):
 def crd_errors(doc: dict) -> list[str]:
     validator = crd_validator(group_of(doc), doc["kind"], doc["apiVersion"].split("/")[1])
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+# ---- the two servers' containers, separate components or collocated in one pod ------------------
+
+def collocated(isvc: dict) -> bool:
+    """True when the transformer is a second container of the predictor pod (KServe's collocation)."""
+    return "transformer" not in isvc["spec"]
+
+
+def component_container(isvc: dict, component: str) -> dict:
+    """The predictor's or the transformer's container, wherever KServe expects it."""
+    if component == "predictor" or not collocated(isvc):
+        return isvc["spec"][component]["containers"][0]
+    (c,) = [c for c in isvc["spec"]["predictor"]["containers"] if c["name"] == "transformer-container"]
+    return c
+
+
+def component_pod(isvc: dict, component: str) -> dict:
+    """The pod-level spec a component's container runs in (the predictor's when collocated)."""
+    return isvc["spec"]["predictor" if collocated(isvc) else component]
+
+
+def predictor_port(isvc: dict) -> int:
+    return 8085 if collocated(isvc) else 8080

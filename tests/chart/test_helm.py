@@ -11,7 +11,11 @@ from tests.chart.chart_tools import (
     HELMS,
     NAMESPACE,
     RELEASE,
+    collocated,
+    component_container,
+    component_pod,
     find,
+    predictor_port,
     render,
     render_error,
     run_helm,
@@ -26,7 +30,7 @@ CASES = [pytest.param(h, v, id=f"{h}-{values_id(v)}") for v in CI_VALUES for h i
 
 def test_every_feature_has_a_ci_values_file():
     expected = {"defaults", "gpu", "gateway", "ingress-tls", "monitoring", "autoscaling", "serverless", "everything",
-                "auth", "rerank", "generation", "generation-cpu"}
+                "auth", "rerank", "generation", "generation-cpu", "scale-to-zero", "inference-pool"}
     assert {values_id(v) for v in CI_VALUES} == expected
 
 
@@ -78,6 +82,30 @@ IMPOSSIBLE = {
     "min-above-max": (("predictor.autoscaling.minReplicas=3", "predictor.autoscaling.maxReplicas=2"),
                       ["predictor.autoscaling.minReplicas", "predictor.autoscaling.maxReplicas"]),
     "zero-in-standard": (("transformer.autoscaling.minReplicas=0",), ["transformer.autoscaling.minReplicas"]),
+    "transformer-zero-with-keda": (("kserve.autoscalerClass=keda", "transformer.autoscaling.minReplicas=0"),
+                                   ["transformer.autoscaling.minReplicas", "activator", "1 or more"]),
+    "predictor-zero-with-hpa": (("predictor.autoscaling.minReplicas=0",),
+                                ["predictor.autoscaling.minReplicas=0", "kserve.autoscalerClass=keda", "not hpa"]),
+    "predictor-zero-with-external": (("kserve.autoscalerClass=external", "predictor.autoscaling.minReplicas=0"),
+                                     ["kserve.autoscalerClass=keda", "not external", "kserve.deploymentMode=Knative"]),
+    "predictor-zero-with-unready-transformers": (("kserve.autoscalerClass=keda", "predictor.autoscaling.minReplicas=0"),
+                                                 ["transformer.timeouts.predictorUnreadyAfterSeconds=0"]),
+    "predictor-zero-collocated": (("kserve.autoscalerClass=keda", "predictor.autoscaling.minReplicas=0",
+                                   "transformer.timeouts.predictorUnreadyAfterSeconds=0", "collocated=true"),
+                                  ["collocated=false", "predictor.autoscaling.minReplicas"]),
+    "keda-query-without-target": (("kserve.autoscalerClass=keda", "predictor.autoscaling.keda.query=sum(x)"),
+                                  ["predictor.autoscaling.keda.targetValue"]),
+    "collocated-in-knative": (("kserve.deploymentMode=Knative", "collocated=true"),
+                              ["collocated=true", "kserve.deploymentMode=Standard"]),
+    "pool-without-collocation": (("predictor.task=generate", "inferencePool.enabled=true",
+                                  "inferencePool.endpointPicker.name=epp"), ["inferencePool.enabled", "collocated=true"]),
+    "pool-for-embeddings": (("collocated=true", "inferencePool.enabled=true", "inferencePool.endpointPicker.name=epp"),
+                            ["predictor.task=generate"]),
+    "pool-without-epp": (("predictor.task=generate", "collocated=true", "inferencePool.enabled=true"),
+                         ["inferencePool.endpointPicker.name"]),
+    "pool-behind-ingress": (("predictor.task=generate", "collocated=true", "inferencePool.enabled=true",
+                             "inferencePool.endpointPicker.name=epp", "ingress.enabled=true"),
+                            ["ingress.enabled=false", "httpRoute.enabled=true"]),
     "knative-metric-in-standard": (("predictor.autoscaling.scaleMetric=rps",), ["predictor.autoscaling.scaleMetric"]),
     "hpa-metric-in-knative": (("kserve.deploymentMode=Knative", "predictor.autoscaling.scaleMetric=cpu"),
                               ["predictor.autoscaling.scaleMetric"]),
@@ -126,8 +154,10 @@ def test_kserve_contract(values):
     isvc = find(docs, "InferenceService")
     name = isvc["metadata"]["name"]
     predictor = isvc["spec"]["predictor"]["containers"][0]
-    transformer = isvc["spec"]["transformer"]["containers"][0]
-    assert predictor["name"] == transformer["name"] == "kserve-container"
+    transformer = component_container(isvc, "transformer")
+    together = collocated(isvc)  # KServe's names: transformer-container beside kserve-container in one pod
+    assert predictor["name"] == "kserve-container"
+    assert transformer["name"] == ("transformer-container" if together else "kserve-container")
     assert predictor["command"] == ["python", "-m", "predictor"]
     assert transformer["command"] == ["python", "-m", "transformer"]
     pargs, targs = predictor["args"], transformer["args"]
@@ -135,10 +165,17 @@ def test_kserve_contract(values):
     # passes none, and the chart passes one only when modelName differs. The predictor must serve that name.
     model = targs[targs.index("--model_name") + 1] if "--model_name" in targs else name
     assert pargs[pargs.index("--model_name") + 1] == model
-    assert ("--model_name" in targs) == (model != name)
+    # KServe injects nothing into a collocated transformer container: it names the model itself.
+    assert ("--model_name" in targs) == (model != name or together)
+    port = predictor_port(isvc)
     for flag, value in (("--model_dir", "/mnt/models"), ("--http_port", "8080"), ("--grpc_port", "8081")):
-        assert pargs[pargs.index(flag) + 1] == value and targs[targs.index(flag) + 1] == value
-    assert "--predictor_host" not in targs
+        assert targs[targs.index(flag) + 1] == value
+    for flag, value in (("--model_dir", "/mnt/models"), ("--http_port", str(port)), ("--grpc_port", str(port + 1))):
+        assert pargs[pargs.index(flag) + 1] == value
+    assert ("--predictor_host" in targs) == together
+    if together:
+        assert targs[targs.index("--predictor_host") + 1] == f"localhost:{port}"
+        assert predictor["ports"][0]["containerPort"] == port and transformer["ports"][0]["containerPort"] == 8080
     encoder_flags = ("--max_batch_size", "--max_batch_tokens", "--max_delay_ms", "--max_queue_sequences")
     generating = "--task" in pargs and pargs[pargs.index("--task") + 1] == "generate"
     for flag in encoder_flags:  # a chat predictor would refuse another task's flags at start
@@ -155,11 +192,11 @@ def test_kserve_contract(values):
         # Knative rejects lifecycle hooks and owns the termination grace period.
         assert ("lifecycle" in c) == (mode == "Standard")
     for comp in ("predictor", "transformer"):
-        spec = isvc["spec"][comp]
+        spec = component_pod(isvc, comp)
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["automountServiceAccountToken"] is False
         if mode == "Standard":
-            pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+            pre_stop = component_container(isvc, comp)["lifecycle"]["preStop"]["sleep"]["seconds"]
             assert spec["terminationGracePeriodSeconds"] > pre_stop > 0
         else:
             assert "terminationGracePeriodSeconds" not in spec
@@ -182,7 +219,7 @@ def test_keda_autoscaling():
     isvc = find(render("helm4", CHART / "ci" / "autoscaling-values.yaml"), "InferenceService")
     assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
     metric = isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]
-    assert metric["type"] == "External" and "snapserve_queue_depth" in metric["external"]["metric"]["query"]
+    assert metric["type"] == "External" and "snapserve_estimated_wait_seconds" in metric["external"]["metric"]["query"]
     assert "scaleMetric" not in isvc["spec"]["predictor"]
 
 

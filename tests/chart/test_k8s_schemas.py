@@ -34,7 +34,7 @@ def test_custom_resources_match_crds_strictly(values):
 
 def test_every_custom_kind_is_checked_somewhere():
     kinds = {d["kind"] for v in CI_VALUES for d in render("helm4", v) if is_custom(d)}
-    assert kinds == {"InferenceService", "PodMonitor", "PrometheusRule", "HTTPRoute"}
+    assert kinds == {"InferenceService", "PodMonitor", "PrometheusRule", "HTTPRoute", "ScaledObject", "InferencePool"}
 
 
 # Misspellings the API server would silently prune; the strict CRD check must catch each one.
@@ -47,6 +47,10 @@ MISSPELLED = [
     ("PrometheusRule", "monitoring", lambda d: d["spec"]["groups"][0]["rules"][0].update(expression="1")),
     ("HTTPRoute", "gateway", lambda d: d["spec"]["rules"][0].update(timeout={"request": "1s"})),
     ("HTTPRoute", "gateway", lambda d: d["spec"].update(hostname=["x.example.com"])),
+    ("ScaledObject", "scale-to-zero", lambda d: d["spec"].update(minReplicas=0)),
+    ("ScaledObject", "scale-to-zero", lambda d: d["spec"]["scaleTargetRef"].update(deployment="x")),
+    ("InferencePool", "inference-pool", lambda d: d["spec"].update(targetPortNumber=8080)),
+    ("InferencePool", "inference-pool", lambda d: d["spec"]["endpointPickerRef"].update(portNumber=9002)),
 ]
 
 

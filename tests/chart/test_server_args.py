@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.chart.chart_tools import CI_VALUES, NAMESPACE, find, render, values_id
+from tests.chart.chart_tools import (
+    CI_VALUES,
+    NAMESPACE,
+    collocated,
+    component_container,
+    find,
+    predictor_port,
+    render,
+    values_id,
+)
 from tests.chart.test_values import VALUES, merged
 
 
@@ -29,7 +38,8 @@ def test_predictor_accepts_rendered_args(values):
     isvc = find(render("helm4", values), "InferenceService")
     settings = config.load(isvc["spec"]["predictor"]["containers"][0]["args"])
     assert settings.model_name == isvc["metadata"]["name"]
-    assert str(settings.model_dir) == "/mnt/models" and settings.http_port == 8080 and settings.grpc_port == 8081
+    port = predictor_port(isvc)  # collocated: the transformer container keeps 8080
+    assert str(settings.model_dir) == "/mnt/models" and settings.http_port == port and settings.grpc_port == port + 1
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=values_id)
@@ -38,10 +48,11 @@ def test_transformer_accepts_rendered_args_plus_kserve_injection(values):
 
     isvc = find(render("helm4", values), "InferenceService")
     name = isvc["metadata"]["name"]
-    args = kserve_transformer_args(isvc["spec"]["transformer"]["containers"][0]["args"], name)
+    args = kserve_transformer_args(component_container(isvc, "transformer")["args"], name)
     settings = config.load(args)
     assert settings.model_name == name
-    assert settings.predictor_host == f"{name}-predictor.{NAMESPACE}"
+    host = "localhost:8085" if collocated(isvc) else f"{name}-predictor.{NAMESPACE}"
+    assert settings.predictor_host == host
     assert settings.predictor_protocol == "v2" and settings.http_port == 8080 and settings.grpc_port == 8081
 
 
@@ -169,7 +180,7 @@ def test_the_chart_sets_each_flag_of_its_task_and_no_other(component, values, mo
     effective = merged(yaml.safe_load(VALUES.read_text()), yaml.safe_load(values.read_text()) or {} if values else {})
     task = install_task(effective)
     isvc = find(render("helm4", values), "InferenceService")
-    c = isvc["spec"][component]["containers"][0]
+    c = component_container(isvc, component)
     args = c["args"] if component == "predictor" else kserve_transformer_args(c["args"], isvc["metadata"]["name"])
     env = {e["name"]: e for e in c.get("env", [])}
     flags = declared(component)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.chart.chart_tools import CHART, CI_VALUES, find, render, values_id
+from tests.chart.chart_tools import CHART, CI_VALUES, component_container, find, render, values_id
 from tests.chart.test_server_args import kserve_transformer_args
 from tests.chart.test_values import VALUES, merged
 
@@ -50,7 +50,7 @@ def test_transformer_parser_takes_the_rendered_env(values, monkeypatch, tmp_path
 
     v = effective_values(values)["transformer"]
     isvc = find(render("helm4", values), "InferenceService")
-    c = container(isvc["spec"]["transformer"])
+    c = component_container(isvc, "transformer")
     env = plain_env(c)
     assert ("API_KEYS_FILE" in env) == v["auth"]["enabled"]
     for name in env_names():
@@ -84,7 +84,7 @@ def test_predictor_queue_holds_every_coalesced_call(values, monkeypatch):
 
     isvc = find(render("helm4", values), "InferenceService")
     pred = pconfig.load(container(isvc["spec"]["predictor"])["args"])
-    c = container(isvc["spec"]["transformer"])
+    c = component_container(isvc, "transformer")
     for name, value in plain_env(c).items():
         if name != "API_KEYS_FILE":
             monkeypatch.setenv(name, value)

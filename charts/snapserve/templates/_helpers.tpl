@@ -69,40 +69,94 @@ component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
-{{/* In-cluster host of the Service KServe puts in front of the transformer pods. */}}
+{{/* "true" when the transformer runs as a second container of the predictor pod (collocated). */}}
+{{- define "snapserve.collocated" -}}
+{{- if .Values.collocated }}true{{ end }}
+{{- end }}
+
+{{/* The predictor's port inside a collocated pod: the transformer keeps 8080, the one the Service targets. */}}
+{{- define "snapserve.collocatedPredictorPort" -}}8085{{- end }}
+
+{{/* The component whose pods take client traffic: the transformer, or the predictor pod it is
+collocated in. KServe's Service in front of them is <InferenceService>-<component>, port 80. */}}
+{{- define "snapserve.frontComponent" -}}
+{{- if include "snapserve.collocated" . }}predictor{{ else }}transformer{{ end }}
+{{- end }}
+
+{{- define "snapserve.frontService" -}}
+{{- printf "%s-%s" (include "snapserve.fullname" .) (include "snapserve.frontComponent" .) }}
+{{- end }}
+
+{{/* In-cluster host of the Service KServe puts in front of the pods that take client traffic. */}}
 {{- define "snapserve.transformerHost" -}}
-{{- printf "%s-transformer.%s.svc.cluster.local" (include "snapserve.fullname" .) .Release.Namespace }}
+{{- printf "%s.%s.svc.cluster.local" (include "snapserve.frontService" .) .Release.Namespace }}
+{{- end }}
+
+{{/* "true" when the predictor scales to zero in Standard mode: the chart's KEDA ScaledObject owns its
+replicas and wakes it on requests the transformers hold (validate.tpl allows it with keda only). */}}
+{{- define "snapserve.scaleToZero" -}}
+{{- if and (include "snapserve.isStandard" .) (eq (int .Values.predictor.autoscaling.minReplicas) 0) }}true{{ end }}
+{{- end }}
+
+{{/* PromQL label matchers for one component of this release, as the chart's PodMonitor labels the
+series (component and inferenceservice from KServe's pod labels; namespace from Prometheus). */}}
+{{- define "snapserve.metricSelector" -}}
+{{- $root := index . 0 }}
+{{- printf "component=%q, namespace=%q, inferenceservice=%q" (index . 1) $root.Release.Namespace (include "snapserve.fullname" $root) }}
+{{- end }}
+
+{{/* The predictor's KEDA load query and target: the values when set, else the estimated wait of new
+work. It is summed over the pods: KEDA's Prometheus trigger is an AverageValue target (replicas =
+ceil(query / target)), so a sum of per-pod waits asks for the replicas that bring each pod's wait to
+the target, where a max would not grow with the replicas. */}}
+{{- define "snapserve.predictorKedaQuery" -}}
+{{- $k := .Values.predictor.autoscaling.keda }}
+{{- if $k.query }}{{ $k.query }}
+{{- else }}{{ printf "sum(snapserve_estimated_wait_seconds{%s})" (include "snapserve.metricSelector" (list . "predictor")) }}
+{{- end }}
+{{- end }}
+
+{{/* Seconds of estimated wait per replica: a chat engine always has its running streams' remaining
+decode ahead of new work, an encoder's queue drains in well under a second. */}}
+{{- define "snapserve.predictorKedaTarget" -}}
+{{- $k := .Values.predictor.autoscaling.keda }}
+{{- if $k.targetValue }}{{ $k.targetValue }}
+{{- else if include "snapserve.generating" . }}10
+{{- else }}0.5
+{{- end }}
 {{- end }}
 
 {{/* Probes, security context, drain hook and /tmp of one server container.
-args: (root context, component values[, extra volumeMounts]). */}}
+args: (root context, component values[, extra volumeMounts[, port: 8080 unless collocated]]). */}}
 {{- define "snapserve.serverContainerCommon" -}}
 {{- $root := index . 0 }}
 {{- $c := index . 1 }}
 {{- $mounts := list }}
-{{- if gt (len .) 2 }}{{ $mounts = index . 2 }}{{ end -}}
+{{- if gt (len .) 2 }}{{ $mounts = index . 2 }}{{ end }}
+{{- $port := 8080 }}
+{{- if gt (len .) 3 }}{{ $port = index . 3 | int }}{{ end -}}
 ports:
-  - name: http1
-    containerPort: 8080
+  - name: {{ if eq $port 8080 }}http1{{ else }}http-predictor{{ end }}
+    containerPort: {{ $port }}
     protocol: TCP
 startupProbe:
   httpGet:
     path: /v2/health/ready
-    port: 8080
+    port: {{ $port }}
   periodSeconds: {{ $c.probes.startup.periodSeconds }}
   failureThreshold: {{ $c.probes.startup.failureThreshold }}
   timeoutSeconds: {{ $c.probes.startup.timeoutSeconds }}
 readinessProbe:
   httpGet:
     path: /v2/health/ready
-    port: 8080
+    port: {{ $port }}
   periodSeconds: {{ $c.probes.readiness.periodSeconds }}
   failureThreshold: {{ $c.probes.readiness.failureThreshold }}
   timeoutSeconds: {{ $c.probes.readiness.timeoutSeconds }}
 livenessProbe:
   httpGet:
     path: /v2/health/live
-    port: 8080
+    port: {{ $port }}
   periodSeconds: {{ $c.probes.liveness.periodSeconds }}
   failureThreshold: {{ $c.probes.liveness.failureThreshold }}
   timeoutSeconds: {{ $c.probes.liveness.timeoutSeconds }}
@@ -124,10 +178,11 @@ volumeMounts:
 {{- end }}
 
 {{/* Pod-level fields shared by the predictor and transformer components.
-args: (root context, component values[, extra volumes]). */}}
+args: (root context, component name[, extra volumes]). */}}
 {{- define "snapserve.componentPod" -}}
 {{- $root := index . 0 }}
-{{- $c := index . 1 }}
+{{- $name := index . 1 }}
+{{- $c := index $root.Values $name }}
 {{- $volumes := list }}
 {{- if gt (len .) 2 }}{{ $volumes = index . 2 }}{{ end -}}
 serviceAccountName: {{ include "snapserve.serviceAccountName" $root }}
@@ -165,7 +220,13 @@ scaleMetric: {{ $c.autoscaling.scaleMetric }}
 {{- if and (ne $root.Values.kserve.autoscalerClass "keda") $c.autoscaling.scaleTarget }}
 scaleTarget: {{ $c.autoscaling.scaleTarget }}
 {{- end }}
-{{- if and (eq $root.Values.kserve.autoscalerClass "keda") (include "snapserve.isStandard" $root) }}
+{{- $predictor := eq $name "predictor" }}
+{{- if and $predictor (include "snapserve.scaleToZero" $root) }}
+annotations:
+  # KServe makes no autoscaler for the predictor (the component's annotation wins over the
+  # InferenceService's); the chart's ScaledObject scales its Deployment, down to zero.
+  serving.kserve.io/autoscalerClass: external
+{{- else if and (eq $root.Values.kserve.autoscalerClass "keda") (include "snapserve.isStandard" $root) }}
 autoScaling:
   metrics:
     - type: External
@@ -173,10 +234,15 @@ autoScaling:
         metric:
           backend: prometheus
           serverAddress: {{ $c.autoscaling.keda.serverAddress }}
-          query: {{ $c.autoscaling.keda.query | quote }}
+          query: {{ ternary (include "snapserve.predictorKedaQuery" $root) $c.autoscaling.keda.query $predictor | quote }}
         target:
           type: Value
-          value: {{ $c.autoscaling.keda.targetValue | quote }}
+          value: {{ ternary (include "snapserve.predictorKedaTarget" $root) $c.autoscaling.keda.targetValue $predictor | quote }}
+{{- end }}
+{{- if and $predictor (include "snapserve.collocated" $root) }}
+labels:
+  # The label GIE's endpoint picker reads to choose the metric names it parses (README: InferencePool).
+  inference.networking.k8s.io/engine-type: snapserve
 {{- end }}
 volumes:
   - name: tmp

@@ -16,7 +16,11 @@ Included once from inferenceservice.yaml. */}}
 {{- fail (printf "%s.autoscaling.minReplicas (%v) is above %s.autoscaling.maxReplicas (%v)" $name $a.minReplicas $name $a.maxReplicas) }}
 {{- end }}
 {{- if and $standard (eq (int $a.minReplicas) 0) }}
-{{- fail (printf "%s.autoscaling.minReplicas=0 (scale to zero) needs kserve.deploymentMode=Knative; set it to 1 or more" $name) }}
+{{- if eq $name "transformer" }}
+{{- fail "transformer.autoscaling.minReplicas=0: in Standard mode the transformers are the activator that holds requests while the predictor scales from zero, so they cannot scale to zero themselves; set transformer.autoscaling.minReplicas to 1 or more, or kserve.deploymentMode=Knative" }}
+{{- else if ne $v.kserve.autoscalerClass "keda" }}
+{{- fail (printf "predictor.autoscaling.minReplicas=0 (scale to zero) in Standard mode needs kserve.autoscalerClass=keda (the chart's KEDA ScaledObject wakes the predictor on requests the transformers hold; hpa cannot scale to zero), not %s; or set kserve.deploymentMode=Knative, or predictor.autoscaling.minReplicas to 1 or more" $v.kserve.autoscalerClass) }}
+{{- end }}
 {{- end }}
 {{- if and $standard $a.scaleMetric }}
 {{- if eq $v.kserve.autoscalerClass "keda" }}
@@ -29,8 +33,11 @@ Included once from inferenceservice.yaml. */}}
 {{- if and (not $standard) (has $a.scaleMetric (list "cpu" "memory")) }}
 {{- fail (printf "%s.autoscaling.scaleMetric=%s needs kserve.deploymentMode=Standard; Knative mode scales on concurrency or rps" $name $a.scaleMetric) }}
 {{- end }}
-{{- if and $standard (eq $v.kserve.autoscalerClass "keda") (not $a.keda.query) }}
+{{- if and $standard (eq $v.kserve.autoscalerClass "keda") (not $a.keda.query) (eq $name "transformer") }}
 {{- fail (printf "kserve.autoscalerClass=keda needs %s.autoscaling.keda.query" $name) }}
+{{- end }}
+{{- if and $a.keda.query (not $a.keda.targetValue) }}
+{{- fail (printf "%s.autoscaling.keda.query is set: set %s.autoscaling.keda.targetValue too (the query's value per replica), or clear the query for the default" $name $name) }}
 {{- end }}
 {{- $c := index $v $name }}
 {{- if and $standard (le (int $c.terminationGracePeriodSeconds) (add $c.preStopSleepSeconds $c.drainSeconds | int)) }}
@@ -67,6 +74,32 @@ Included once from inferenceservice.yaml. */}}
 {{- $coalesced := mul (int $t.coalesce.maxSequences) (int $t.coalesce.maxInFlight) }}
 {{- if and (not (include "snapserve.generating" .)) (lt (int $v.predictor.batching.maxQueueSequences) $coalesced) }}
 {{- fail (printf "predictor.batching.maxQueueSequences (%v) is below transformer.coalesce.maxSequences x transformer.coalesce.maxInFlight (%v x %v = %v): whole coalesced calls from one transformer would bounce with 429; raise predictor.batching.maxQueueSequences or lower transformer.coalesce.maxSequences / transformer.coalesce.maxInFlight" (int $v.predictor.batching.maxQueueSequences) (int $t.coalesce.maxSequences) (int $t.coalesce.maxInFlight) $coalesced) }}
+{{- end }}
+{{- if include "snapserve.scaleToZero" . }}
+{{- if $v.collocated }}
+{{- fail "predictor.autoscaling.minReplicas=0 with collocated=true: a collocated pod has no transformer outside it to hold requests while it starts; set collocated=false (the transformers are the activator) or predictor.autoscaling.minReplicas to 1 or more" }}
+{{- end }}
+{{- if gt ($t.timeouts.predictorUnreadyAfterSeconds | float64) 0.0 }}
+{{- fail (printf "predictor.autoscaling.minReplicas=0 needs transformer.timeouts.predictorUnreadyAfterSeconds=0: at zero no predictor answers, and after %vs the transformers would turn not-ready and leave the Service, so no request would reach them to wake the predictor" $t.timeouts.predictorUnreadyAfterSeconds) }}
+{{- end }}
+{{- end }}
+{{- if and $v.collocated (not $standard) }}
+{{- fail (printf "collocated=true needs kserve.deploymentMode=Standard (not %s): set collocated=false or kserve.deploymentMode=Standard" $mode) }}
+{{- end }}
+{{- $pool := $v.inferencePool }}
+{{- if $pool.enabled }}
+{{- if not $v.collocated }}
+{{- fail "inferencePool.enabled=true needs collocated=true: the endpoint picker routes on the engine gauges of the pod it picks, so that pod must be the engine (transformer and predictor in one pod), not a transformer that calls any predictor through a Service" }}
+{{- end }}
+{{- if not (include "snapserve.generating" .) }}
+{{- fail "inferencePool.enabled=true needs predictor.task=generate: the endpoint picker routes chat/completion requests on an engine's queue and KV-cache gauges" }}
+{{- end }}
+{{- if not $pool.endpointPicker.name }}
+{{- fail "inferencePool.enabled=true needs inferencePool.endpointPicker.name: the Service of the endpoint picker (EPP) you installed in the release namespace" }}
+{{- end }}
+{{- if $v.ingress.enabled }}
+{{- fail "inferencePool.enabled=true routes through a Gateway API HTTPRoute to the pool: set ingress.enabled=false (and httpRoute.enabled=true)" }}
+{{- end }}
 {{- end }}
 {{- if and (not $v.serviceAccount.create) $v.serviceAccount.annotations }}
 {{- fail "serviceAccount.annotations only apply to a created ServiceAccount: set serviceAccount.create=true or remove the annotations" }}
