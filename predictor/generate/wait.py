@@ -8,14 +8,17 @@ Both rates come from the engine's own progress, the outputs ``GenerationEngine.g
 (a few integer operations per output, none per scrape): tokens per second of busy time (while any request
 is held), over windows of ``window_s``, exponentially averaged. Prefill and decode share the engine's
 steps, so a window's time is split between them in proportion to their tokens: a window of decode alone
-moves only the decode rate, and a mixed one is not counted twice. Before anything was measured: 0.
+moves only the decode rate, and a mixed one is not counted twice. A prompt's prefill shows only with its
+first token, so a window spans several steps. Before a rate rests on ``TRUSTED_TOKENS``, its term is 0.
 
 Everything here runs on the event loop (``generate`` and the ``/metrics`` handler both do); no torch.
 """
 
 from __future__ import annotations
 
+WINDOW_S = 2.0  # busy seconds per measurement: several engine steps (one prefill step took ~1 s on a busy CPU)
 ALPHA = 0.5  # weight of a new window in the averages, once they rest on more tokens than it brings
+TRUSTED_TOKENS = 32  # a rate is used once it rests on this many tokens (not on the warm-up request's few, cold)
 
 
 class Rate:
@@ -27,6 +30,10 @@ class Rate:
         self.value: float | None = None
         self.tokens = 0
 
+    @property
+    def trusted(self) -> bool:
+        return self.value is not None and self.tokens >= TRUSTED_TOKENS
+
     def update(self, rate: float, tokens: int, share: float) -> None:
         """A window's ``rate`` for ``tokens`` of this phase, ``share`` of the window's tokens."""
         if tokens <= 0:
@@ -37,7 +44,7 @@ class Rate:
 
 
 class WaitEstimate:
-    def __init__(self, window_s: float = 0.5):
+    def __init__(self, window_s: float = WINDOW_S):
         self.window_s = window_s
         self.prefill = Rate()  # prompt tokens / s
         self.decode = Rate()  # generated tokens / s
@@ -50,9 +57,9 @@ class WaitEstimate:
     def seconds(self) -> float:
         """The estimated wait now (O(1): called per scrape)."""
         wait = 0.0
-        if self.prefill.value:
+        if self.prefill.trusted and self.prefill.value > 0:
             wait += max(0, self.waiting_prompt) / self.prefill.value
-        if self.decode.value:
+        if self.decode.trusted and self.decode.value > 0:
             wait += max(0, self.remaining_decode) / self.decode.value
         return wait
 
@@ -63,15 +70,19 @@ class WaitEstimate:
         self.waiting_prompt += prompt_tokens
         self.remaining_decode += max_tokens
 
-    def progressed(self, prefilled: int, decoded: int, now: float) -> None:
-        """A request's new tokens: ``decoded`` of them, and ``prefilled`` its prompt when these are its first."""
+    def progressed(self, prefilled: int, new_tokens: int, now: float) -> None:
+        """A request's ``new_tokens``, and ``prefilled`` its prompt when these are its first (the first token
+        comes out of the prefill step: it counts as prefill work)."""
+        decoded = new_tokens - 1 if prefilled else new_tokens
         self.waiting_prompt -= prefilled
-        self.remaining_decode -= decoded
+        self.remaining_decode -= new_tokens
         self._prefilled += prefilled
         self._decoded += decoded
         self._tick(now)
-        if (self._busy >= self.window_s or (prefilled and self.prefill.value is None)
-                or (decoded and self.decode.value is None)):
+        # a window closes after window_s busy seconds, or as soon as it holds enough tokens for a rate still
+        # untrusted (the first steps of the first load replace the warm-up's few, cold values at once)
+        if (self._busy >= self.window_s or (not self.prefill.trusted and self._prefilled >= TRUSTED_TOKENS)
+                or (not self.decode.trusted and self._decoded >= TRUSTED_TOKENS)):
             self._close_window()
 
     def ended(self, prompt_left: int, decode_left: int, now: float) -> None:

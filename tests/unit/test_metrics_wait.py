@@ -60,40 +60,46 @@ def test_generations_wait_is_prompt_over_prefill_plus_decode_over_decode_rate():
     est.admitted(100, 50, now=10.0)
     est.admitted(100, 50, now=10.0)
     assert est.seconds() == 0  # work held, no rate yet: 0, not infinity
-    est.progressed(100, 1, now=10.5)  # the first request's prompt (100 tokens) and first token in 0.5 s
-    rate = 101 / 0.5
-    assert est.prefill.value == pytest.approx(rate) and est.decode.value == pytest.approx(rate)
+    est.progressed(100, 1, now=10.5)  # the first prompt (100 tokens) prefilled in 0.5 s, with its first token
+    assert est.prefill.value == pytest.approx(200) and est.decode.value is None
     assert (est.waiting_prompt, est.remaining_decode) == (100, 99)
-    assert est.seconds() == pytest.approx(100 / rate + 99 / rate)
-    # the next window: the second prompt and 20 tokens in 0.5 busy seconds, 240 tokens/s; each rate moves
-    # by its phase's weight (at least the share of its tokens seen so far)
-    est.progressed(100, 1, now=10.6)
-    for i in range(19):
-        est.progressed(0, 1, now=10.6 + 0.4 * (i + 1) / 19)
-    decode_weight = max(0.5 * 20 / 120, 20 / 21)
-    assert est.prefill.value == pytest.approx(0.5 * rate + 0.5 * 240)
-    assert est.decode.value == pytest.approx((1 - decode_weight) * rate + decode_weight * 240)
-    prefill, decode = est.prefill.value, est.decode.value
-    est.progressed(0, 10, now=12.0)  # 10 more tokens over 1 s: a window of decode alone moves only its rate
-    assert est.prefill.value == prefill and est.decode.value == pytest.approx(0.5 * decode + 0.5 * 10)
-    assert est.seconds() == pytest.approx(est.remaining_decode / est.decode.value)  # no prompt waits
+    assert est.seconds() == pytest.approx(100 / 200)  # decode unmeasured: no term yet
+    # the next window: the second prompt and 19 decoded tokens in 1 busy second (119 tokens/s); the prefill
+    # rate moves by its weight (at least its tokens' share of those seen), the decode rate gets a first value
+    est.progressed(0, 1, now=10.6)
+    est.progressed(100, 1, now=10.7)
+    for i in range(17):
+        est.progressed(0, 1, now=10.7 + 0.2 * (i + 1) / 17)
+    assert est.decode.value is None  # 0.4 busy seconds: the window is still open
+    est.progressed(0, 1, now=11.5)
+    assert est.prefill.value == pytest.approx(0.5 * 200 + 0.5 * 119)
+    assert est.decode.value == pytest.approx(119) and not est.decode.trusted  # 19 tokens: not used yet
+    assert est.seconds() == 0  # no prompt waits, and the decode rate is not trusted
+    prefill = est.prefill.value
+    est.progressed(0, 13, now=12.0)  # 13 tokens in 0.5 s: a window of decode alone moves only its rate
+    assert est.prefill.value == prefill and est.decode.value == pytest.approx(0.5 * 119 + 0.5 * 26)
+    assert est.decode.trusted and (est.waiting_prompt, est.remaining_decode) == (0, 100 - 34)
+    assert est.seconds() == pytest.approx(66 / 72.5)
     # both end (one finished early, one cancelled): nothing is left to wait for
-    est.ended(0, 50 - 11, now=12.1)
-    est.ended(0, est.remaining_decode, now=12.1)
+    est.ended(0, 20, now=12.6)
+    est.ended(0, est.remaining_decode, now=12.6)
     assert (est.held, est.waiting_prompt, est.remaining_decode, est.seconds()) == (0, 0, 0, 0)
 
 
-def test_idle_time_is_not_measured_and_a_cold_first_value_gives_way():
-    est = WaitEstimate(window_s=0.5)
+def test_idle_time_is_not_measured_and_the_cold_warm_up_is_not_trusted():
+    est = WaitEstimate()
     est.admitted(4, 2, now=0.0)
-    est.progressed(4, 1, now=2.0)  # the cold warm-up request: 5 tokens in 2 s
+    est.progressed(4, 1, now=2.0)  # the cold warm-up request: its 4-token prompt in 2 s
     est.progressed(0, 1, now=2.1)
     est.ended(0, 0, now=2.1)
-    cold = est.prefill.value
+    assert est.prefill.value == pytest.approx(4 / 2) and not est.prefill.trusted
     est.admitted(1000, 10, now=100.0)  # 98 idle seconds later: not busy time
-    est.progressed(1000, 1, now=100.5)  # 1,000 prompt tokens in 0.5 s
-    assert cold == pytest.approx(5 / 2)
-    assert est.prefill.value > 1000  # the real load replaced the cold value at once (not ~1000 / 98 s)
+    assert est.seconds() == 0  # the cold value is not used
+    est.progressed(1000, 1, now=100.5)  # 1,000 prompt tokens in 0.5 s: the window closes at once
+    # (1,000 prompt tokens + the warm-up's last one in the window's 0.6 busy seconds) replaces the cold value:
+    # neither ~1,000 / 98 s nor half of 2 tokens/s
+    weight = 1000 / 1004
+    assert est.prefill.trusted and est.prefill.value == pytest.approx((1 - weight) * 2 + weight * 1001 / 0.6)
     est.ended(0, 9, now=100.6)
     assert est.seconds() == 0
 
