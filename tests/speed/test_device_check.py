@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "loadtest" / "device_check.sh"
+SCRIPT = ROOT / "loadtest" / "bench" / "device_check.sh"
 
 
 def test_cpu_dry_run_prints_the_table(tmp_path, model_dir):
