@@ -13,7 +13,7 @@
 # Fails loudly, never hangs: every step runs under timeout(1) within what is left of the budget,
 # and the first failure prints which step and the tail of its log, and exits non-zero.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 device=cuda quick=0 model="" out=out/device-check budget_s=480
 while [ $# -gt 0 ]; do
