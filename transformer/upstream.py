@@ -106,8 +106,6 @@ class PredictorClient:
         self.model_name = model_name
         self.protocol = protocol
         self.upstream = Upstream(host, use_ssl, timeout_s, connect_timeout_s, self._probe)
-        self.host, self.use_ssl, self.base_url = host, use_ssl, self.upstream.base_url
-        self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
         self._grpc: InferenceGRPCClient | None = None
         self._rest: InferenceRESTClient | None = None
 
@@ -119,12 +117,12 @@ class PredictorClient:
     def _connect(self) -> None:
         """Made on the serving loop at first use: a gRPC aio channel belongs to the loop it was made on."""
         if self.protocol == "grpc-v2":
-            self._grpc = InferenceGRPCClient(self.host, use_ssl=self.use_ssl, timeout=self.timeout_s, retries=2)
+            self._grpc = InferenceGRPCClient(self.upstream.host, use_ssl=self.upstream.use_ssl, timeout=self.upstream.timeout_s, retries=2)
             return
         # kserve's RESTConfig builds a transport with its retries but never uses it: pass our own
         # (a retry covers a connection that a restarted predictor closed under us)
         transport = httpx.AsyncHTTPTransport(retries=1)
-        timeout = httpx.Timeout(self.timeout_s, connect=min(self.connect_timeout_s, self.timeout_s))
+        timeout = httpx.Timeout(self.upstream.timeout_s, connect=min(self.upstream.connect_timeout_s, self.upstream.timeout_s))
         self._rest = InferenceRESTClient(RESTConfig(transport=transport, protocol="v2", timeout=timeout))
 
     async def infer(self, request: InferRequest, headers: dict[str, str] | None = None,
@@ -141,8 +139,8 @@ class PredictorClient:
         try:
             if self._grpc is not None:
                 return await self._grpc.infer(request, timeout=timeout, headers=tuple(forward.items()))
-            return await self._rest.infer(self.base_url, request, model_name=self.model_name, headers=forward,
-                                          timeout=httpx.Timeout(timeout, connect=min(self.connect_timeout_s, timeout)))
+            return await self._rest.infer(self.upstream.base_url, request, model_name=self.model_name, headers=forward,
+                                          timeout=httpx.Timeout(timeout, connect=min(self.upstream.connect_timeout_s, timeout)))
         except httpx.HTTPStatusError as exc:
             raise upstream_error(exc.response) from None
         except (httpx.TransportError, OSError) as exc:
@@ -163,7 +161,7 @@ class PredictorClient:
             self._connect()
         if self._grpc is not None:
             return bool(await self._grpc.is_server_ready(timeout=PROBE_TIMEOUT_S))
-        return bool(await self._rest.is_server_ready(self.base_url, timeout=PROBE_TIMEOUT_S))
+        return bool(await self._rest.is_server_ready(self.upstream.base_url, timeout=PROBE_TIMEOUT_S))
 
     async def close(self) -> None:
         if self._grpc is not None:

@@ -27,6 +27,16 @@ def error_event(event: dict) -> ServingError:
                         retry_after=1 if kind in ("overloaded", "unavailable") else None)
 
 
+async def sse_events(response: httpx.Response):
+    """The stream's events in order; an error event is raised as the ServingError it names."""
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            event = orjson.loads(line[5:])
+            if "error" in event:
+                raise error_event(event)
+            yield event
+
+
 class GenerateClient:
     def __init__(self, host: str, model_name: str, timeout_s: float, use_ssl: bool = False,
                  connect_timeout_s: float = 3.0):
@@ -46,18 +56,14 @@ class GenerateClient:
         if rid:
             body["id"] = rid
         content = orjson.dumps(body)
-        response, lines, first = await self.upstream.retrying(
+        response, events, first = await self.upstream.retrying(
             lambda forward, timeout: self._open(content, forward, timeout), headers, deadline)
         try:
             yield first
             if first.get("finish_reason"):
                 return
-            async for line in lines:
-                if line.startswith("data:"):
-                    event = orjson.loads(line[5:])
-                    if "error" in event:
-                        raise error_event(event)
-                    yield event
+            async for event in events:
+                yield event
         except httpx.HTTPError as exc:
             error = transport_error(exc)
             raise ServingError("upstream" if error.error_type == "unavailable" else error.error_type,
@@ -66,7 +72,7 @@ class GenerateClient:
             await response.aclose()
 
     async def _open(self, content: bytes, forward: dict, timeout: float):
-        """One try: the response, its line iterator and its first event (an error event before any
+        """One try: the response, its events and its first event (an error event before any
         token is the request's refusal, retried when it is ``unavailable``)."""
         request = self.http.build_request(
             "POST", self.path, content=content, timeout=httpx.Timeout(timeout, connect=min(timeout, self.upstream.connect_timeout_s)),
@@ -79,14 +85,12 @@ class GenerateClient:
             if response.status_code != 200:
                 await response.aread()
                 raise upstream_error(response)
-            lines = response.aiter_lines()
-            async for line in lines:
-                if line.startswith("data:"):
-                    event = orjson.loads(line[5:])
-                    if "error" in event:
-                        raise error_event(event)
-                    return response, lines, event
-            raise ServingError("unavailable", "the predictor closed the stream before its first event", retry_after=1)
+            events = sse_events(response)
+            first = await anext(events, None)
+            if first is None:
+                raise ServingError("unavailable", "the predictor closed the stream before its first event",
+                                   retry_after=1)
+            return response, events, first
         except httpx.HTTPError as exc:
             await response.aclose()
             raise transport_error(exc) from None
