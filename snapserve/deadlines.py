@@ -34,8 +34,12 @@ def requested_timeout(headers) -> float | None:
     return value
 
 
+def capped(asked: float | None, cap_ms: float) -> float:
+    """Seconds a request may take here: what its client asked for (None: nothing), capped by the server's."""
+    cap = cap_ms / 1000
+    return min(cap, asked or cap)
+
+
 def timeout_for(headers, cap_ms: float) -> float:
     """Seconds this request may take here: the client's timeout, capped by the server's."""
-    cap = cap_ms / 1000
-    asked = requested_timeout(headers)
-    return min(cap, asked) if asked is not None else cap
+    return capped(requested_timeout(headers), cap_ms)

@@ -29,6 +29,13 @@ class Tenant:
         if self.max_queued < 0:
             raise ValueError(f"a tenant's max_queued must be >= 0 (got {self.max_queued})")
 
+    def cap(self, per_key: int, queue_limit: int) -> int:
+        """How much this tenant may have queued: its own cap (keys file), else the server's ``per_key``,
+        else half the queue's ``queue_limit``, so no one key fills it; no cap without keys (0)."""
+        if not self.id:
+            return 0
+        return self.max_queued or per_key or max(1, queue_limit // 2)
+
     def headers(self) -> dict[str, str]:
         if not self.id:
             return {}

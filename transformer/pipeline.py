@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from snapserve import metadata, metrics, tenants, tensors
+from snapserve import deadlines, metadata, metrics, tenants, tensors
 from snapserve.deadlines import requested_timeout
 from snapserve.errors import ServingError
 from snapserve.scheduling.batch import BatchLimits
@@ -161,15 +161,11 @@ class Pipeline:
 
     def timeout_s(self, asked: float | None) -> float:
         """Seconds a request may take here: what its client asked for, capped by --request_timeout_ms."""
-        cap = self.settings.request_timeout_ms / 1000
-        return min(cap, asked or cap)
+        return deadlines.capped(asked, self.settings.request_timeout_ms)
 
     def max_queued(self, tenant: tenants.Tenant) -> int:
-        """A key's cap on queued sequences: its own (keys file), else --max_queue_sequences_per_key,
-        else half the queue, so no one key fills it; none without keys."""
-        if not tenant.id:
-            return 0
-        return tenant.max_queued or self.settings.max_queue_sequences_per_key or max(1, self.settings.max_queue_sequences // 2)
+        """A key's cap on queued sequences (``Tenant.cap``: its own, else --max_queue_sequences_per_key, else half of --max_queue_sequences)."""
+        return tenant.cap(self.settings.max_queue_sequences_per_key, self.settings.max_queue_sequences)
 
     # -- validation -----------------------------------------------------------------------------
     def validate_texts(self, texts) -> list[str]:

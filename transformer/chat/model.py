@@ -24,7 +24,7 @@ from pathlib import Path
 import kserve
 from tokenizers import Tokenizer
 
-from snapserve import metadata, metrics, tenants
+from snapserve import deadlines, metadata, metrics, tenants
 from snapserve.deadlines import requested_timeout
 from snapserve.errors import ServingError
 from snapserve.scheduling import admission
@@ -61,15 +61,11 @@ class ChatModel(kserve.Model):
     # -- admission -----------------------------------------------------------------------
     def timeout_s(self, asked: float | None) -> float:
         """Seconds a request may wait for its first token: its client's ask, capped by --request_timeout_ms."""
-        cap = self.settings.request_timeout_ms / 1000
-        return min(cap, asked or cap)
+        return deadlines.capped(asked, self.settings.request_timeout_ms)
 
     def max_queued(self, tenant: tenants.Tenant) -> int:
-        """A key's cap on held requests: its own (keys file), else --max_queue_requests_per_key, else
-        half of --max_queue_requests, so no one key fills the queue; none without keys."""
-        if not tenant.id:
-            return 0
-        return tenant.max_queued or self.settings.max_queue_requests_per_key or max(1, self.settings.max_queue_requests // 2)
+        """A key's cap on held requests (``Tenant.cap``: its own, else --max_queue_requests_per_key, else half of --max_queue_requests)."""
+        return tenant.cap(self.settings.max_queue_requests_per_key, self.settings.max_queue_requests)
 
     def refuse_if_full(self, count: int, headers=None) -> None:
         """The door check (before the body is read) and the admission of one request: 429 / 504."""
