@@ -179,6 +179,25 @@ def float_or_auto(value) -> float | str:
     return float(value)
 
 
+def warm_shapes(engine, batcher, device: str, max_batch_size: int, max_batch_tokens: int,
+                max_length: int) -> list[tuple[int, int]]:
+    """On a GPU, fix the engine's batch shapes to the tuned limits and run every one the batcher can form
+    on every instance, before ready (predictor/encoder/shapes.py says why, and why not on a CPU);
+    returns the shapes warmed on instance 0 (none where nothing is fixed)."""
+    from predictor.encoder import shapes
+
+    if kind(device) != "cuda" or not hasattr(engine, "fix_shapes"):
+        return []
+    plan = shapes.ShapePlan.for_limits(max_batch_size, max_batch_tokens, max_length)
+    # one buffer per shape for each instance's running batch and one for the batch prepared ahead
+    plan = engine.fix_shapes(plan, batcher.limits.instances + 1) or plan
+    started = time.monotonic()
+    done = batcher.on_each_instance(lambda k: shapes.warm(lambda b, n: engine_timing(engine, k)(b, n), plan))
+    log.info("warm-up: %d batch shapes on each of %d instances in %.1f s", len(done[0]), len(done),
+             time.monotonic() - started)
+    return done[0]
+
+
 def tune(engine, batcher, settings, max_length: int, cache=None):
     """Warm every instance on the shapes traffic will use and, where a limit is ``auto``, pick it from
     instance 0's measurements (or the table an earlier start on this machine measured, from ``cache``);
@@ -216,6 +235,7 @@ def tune(engine, batcher, settings, max_length: int, cache=None):
         size, tokens = choice.max_batch_size, choice.max_batch_tokens
         log.info("batch tuning on %s (%.1f s, budget %g ms):\n  %s", device, time.monotonic() - started, budget,
                  "\n  ".join(choice.lines()))
+        warm_shapes(engine, batcher, device, size, tokens, max_length)
         shared_ms = budget * SHARED_SHARE if settings.shared_batch_latency_ms == AUTO else float(
             settings.shared_batch_latency_ms)
         if shared_ms > 0:

@@ -49,7 +49,14 @@ class TorchEngine:
         self.info = info
         devices.check_weights(self.model_dir)
         self.device = devices.resolve_device(device)
-        self.dtype = devices.resolve_dtype(dtype, self.device)
+        # --dtype auto is measured (dtype_race) from the fp32 weights, except under torch.compile (one dtype
+        # a graph: bf16/fp16 on a GPU as before) and on a CPU told not to (--cpu_bf16 false)
+        race = dtype == "auto" and not compile and (self.device.type == "cuda" or cpu_bf16)
+        self.dtype = torch.float32 if race else devices.resolve_dtype(dtype, self.device)
+        self.small: tuple[int, Any] | None = None  # (most padded tokens, model) a split dtype race keeps
+        self.small_dtype = ""
+        self.plan = None  # shapes.ShapePlan once fixed (a GPU, after autotune): batches padded to it
+        self.pool = None
         self.head = heads.for_task(info)
         cls = getattr(transformers, self.head.auto_class)
         try:
@@ -70,10 +77,10 @@ class TorchEngine:
         # on a CPU the activations of every new batch shape fragment glibc's heap: trimmed now and then
         self.trimmer = heap.HeapTrimmer() if self.device.type == "cpu" else None
         self.forward, self.buckets = self.model, ()
-        if dtype == "auto" and self.device.type == "cpu" and cpu_bf16:
-            from predictor.encoder import precision
+        if race:
+            from predictor.encoder import dtype_race
 
-            precision.torch_cpu(self)  # bf16 where the CPU has it and the outputs pass
+            dtype_race.run(self)  # fp32 against bf16/fp16 where they run natively and the outputs pass
         if compile:
             from predictor.encoder import compiled
 
@@ -81,37 +88,90 @@ class TorchEngine:
             self.forward = compiled.compile_model(self.model, self.buckets)
 
     def describe(self) -> dict:
-        about = {"engine": "torch", "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+        dtype = str(self.dtype).removeprefix("torch.")
+        if self.small is not None:
+            dtype = f"{self.small_dtype}<={self.small[0]}<{dtype}"
+        about = {"engine": "torch", "device": str(self.device), "dtype": dtype,
                  "width": self.info.width, "task": self.info.task}
         if self.device.type == "cpu":
             about["threads"] = torch.get_num_threads()
         if self.buckets:
             about["compiled"] = "buckets " + ",".join(map(str, self.buckets))
+        if self.plan is not None:
+            about["shapes"] = len(self.plan.reachable())
         return about
 
-    def prepare(self, sequences: list[np.ndarray]) -> tuple[torch.Tensor, ...]:
-        ids, mask = tokenizer.pad(sequences, self.info.pad_id)
+    def install(self, model, dtype: torch.dtype, small: tuple[int, Any] | None = None, small_dtype: str = "") -> None:
+        """The model(s) the dtype race chose: ``small`` = (most padded tokens, model) runs the batches up
+        to that size, ``model`` the rest."""
+        self.model = self.forward = model
+        self.dtype, self.small, self.small_dtype = dtype, small, small_dtype
+
+    def fix_shapes(self, plan, depth: int):
+        """Pad every batch to ``plan``'s shapes from now on, in input buffers reused batch after batch
+        (pinned on a GPU), ``depth`` of them reserved per shape (batches prepared or running at once);
+        returns the plan in force (torch.compile's length buckets replace the plan's)."""
+        import dataclasses
+
+        from predictor.encoder import shapes
+
+        if self.buckets:  # torch.compile's length buckets are the graphs it has: pad to those
+            plan = dataclasses.replace(plan, lengths=self.buckets)
+        pinned = self.device.type == "cuda"
+        self.pool = shapes.BufferPool(lambda n: torch.empty(n, dtype=torch.int64, pin_memory=pinned))
+        for rows, length in plan.reachable():
+            self.pool.reserve(3 * rows * length, depth)
+        self.plan = plan
+        log.info("batch shapes: %d (sizes %s x lengths %s), %.1f MiB of %s input buffers", len(plan.reachable()),
+                 ",".join(map(str, plan.sizes)), ",".join(map(str, plan.lengths)), self.pool.held_bytes() / 2**20,
+                 "pinned" if pinned else "host")
+        return plan
+
+    def prepare(self, sequences: list[np.ndarray]) -> Prepared:
         types = tokenizer.pad_type_ids(sequences)  # only when the batch holds (query, document) pairs
+        if self.plan is not None:
+            from predictor.encoder import shapes
+
+            rows, length = self.plan.shape(len(sequences), max(len(s) for s in sequences))
+            lease = self.pool.take(3 * rows * length)
+            views = shapes.pad_into(lease.buffer, sequences, rows, length, self.info.pad_id, types)
+            return Prepared(views, len(sequences), lease)
+        ids, mask = tokenizer.pad(sequences, self.info.pad_id)
         tensors = [torch.from_numpy(a) for a in (ids, mask, types) if a is not None]
         if self.buckets:
             from predictor.encoder import compiled
 
             tensors = compiled.pad_to_bucket(tensors, self.buckets, self.info.pad_id)
-        if self.device.type == "cuda":
-            tensors = [t.pin_memory() for t in tensors]
-        return tuple(tensors)
+        # Not pinned: pin_memory() per batch was a cudaHostAlloc per new size (the fixed shapes above use
+        # a pool instead); a copy from pageable memory of a few KiB of ids costs microseconds.
+        return Prepared(tensors, len(sequences))
 
-    def execute(self, prepared: tuple[torch.Tensor, ...], instance: int = 0) -> np.ndarray:
+    def execute(self, prepared: Prepared, instance: int = 0) -> np.ndarray:
+        small = self.small
+        model = small[1] if small is not None and prepared[0].numel() <= small[0] else self.forward
+        return self.run(model, prepared, instance)
+
+    def run(self, model, prepared: Prepared, instance: int = 0) -> np.ndarray:
+        """One forward of ``model`` (this engine's, or a candidate the dtype race times) on ``prepared``."""
         ids, mask, *types = prepared
         stream = self.streams[instance]
-        with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-            ids = ids.to(self.device, non_blocking=True)
-            mask = mask.to(self.device, non_blocking=True)
-            extra = {"token_type_ids": types[0].to(self.device, non_blocking=True)} if types else {}
-            rows = self.head(self.forward(input_ids=ids, attention_mask=mask, **extra), mask).cpu().numpy()
+        try:
+            with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                ids = ids.to(self.device, non_blocking=True)
+                mask = mask.to(self.device, non_blocking=True)
+                extra = {"token_type_ids": types[0].to(self.device, non_blocking=True)} if types else {}
+                # .cpu() waits for the stream: the copies out of a pooled buffer are done after it
+                rows = self.head(model(input_ids=ids, attention_mask=mask, **extra), mask).cpu().numpy()
+        except BaseException:
+            if stream is not None:
+                stream.synchronize()  # a copy may still read the buffer that goes back to the pool below
+            raise
+        finally:
+            if getattr(prepared, "lease", None) is not None:  # a pooled batch runs once
+                prepared.lease.release()
         if self.trimmer is not None:
             self.trimmer.after_batch()
-        return rows
+        return rows[: prepared.count] if len(rows) != prepared.count else rows
 
     def warmup(self, instance: int, max_length: int, max_batch_size: int) -> None:
         """Run the shapes traffic will use once, so the first request pays no compile/alloc cost.
@@ -135,6 +195,16 @@ class TorchEngine:
             return 0, 0
         free, total = torch.cuda.mem_get_info(self.device)
         return total - free, total
+
+
+class Prepared(tuple):
+    """A batch's input tensors ([ids, mask(, types)], padded), the count of real sequences among its rows,
+    and the pooled buffer they live in, if any (given back after the forward, or when dropped unrun)."""
+
+    def __new__(cls, tensors, count: int, lease=None):
+        self = super().__new__(cls, tensors)
+        self.count, self.lease = count, lease
+        return self
 
 
 def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str = "auto", instances: int = 1,

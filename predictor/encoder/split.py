@@ -38,6 +38,11 @@ class SplitEngine:
         self.small.warmup(instance, max_length, max_batch_size)
         self.large.warmup(instance, max_length, max_batch_size)
 
+    def fix_shapes(self, plan, depth: int):
+        """Both engines pad to ``plan`` where they can (predictor/encoder/shapes.py); the plan in force."""
+        fixed = [engine.fix_shapes(plan, depth) for engine in (self.small, self.large) if hasattr(engine, "fix_shapes")]
+        return fixed[-1] if fixed else plan
+
     def describe(self) -> dict:
         small, about = self.small.describe(), dict(self.large.describe())
         about["engine"] = self.label()
