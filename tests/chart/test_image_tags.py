@@ -10,7 +10,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.chart.chart_tools import CHART, CI_VALUES, ROOT, component_container, find, render, values_id
+from tests import readme_commands
+from tests.chart.chart_tools import CHART, CI_VALUES, ROOT, component_container, find, helm, render, values_id
 
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 CHAT_VALUES = [v for v in CI_VALUES if (yaml.safe_load(v.read_text()).get("predictor") or {}).get("task") == "generate"]
@@ -61,6 +62,28 @@ def test_a_registry_prefix_and_tag_reach_the_chart_through_the_documented_sets(t
     sets = tuple(f"{c}.image.{k}={v}" for c in ("predictor", "transformer")
                  for k, v in zip(("repository", "tag"), built[c].rsplit(":", 1), strict=True))
     assert {c: built[c] for c in ("predictor", "transformer")} == rendered_images(sets=sets)
+
+
+def test_readme_builds_and_installs_agree(tmp_path):
+    """'Serve your own model': each documented build (chat, then embeddings) names the images that the
+    documented `helm install` of the same model deploys, under the model name it sets."""
+    section = "Serve your own model"
+    builds = readme_commands.commands(section, "MODEL_SNAPSHOT=")
+    installs = readme_commands.commands(section, "helm install")
+    assert len(builds) == len(installs) == 2, (builds, installs)
+    env = {"IMAGE_PREFIX": "registry.example.com/team"}
+    for build, install, architecture in zip(builds, installs, ("Qwen2ForCausalLM", "BertModel"), strict=True):
+        assert build.endswith("bash ci/build-images.sh --push"), build
+        built = dry_run(fake_snapshot(tmp_path / architecture, architecture), **env)
+        argv = readme_commands.helm_template_argv(install, str(helm("helm4")), env)
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False, timeout=120)
+        assert proc.returncode == 0, f"{install}\n{proc.stderr}"
+        isvc = next(d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "InferenceService")
+        model_name = next(a for a in argv if a.startswith("modelName=")).removeprefix("modelName=")
+        for component in ("predictor", "transformer"):
+            container = component_container(isvc, component)
+            assert container["image"] == built[component], (install, built)
+            assert container["args"][container["args"].index("--model_name") + 1] == model_name
 
 
 def test_at_least_the_two_chat_values_files_are_checked():
