@@ -13,13 +13,22 @@ from .stack import Stack
 
 def _banner(stack: Stack) -> str:
     s = stack.s
+    hop = "on localhost (collocated)" if s.collocated else "through nginx (the predictor Service)"
+    zero = ", none started until a request is held (--scale_from_zero)" if s.scale_from_zero else ""
+    if s.task == "generate":
+        curl = (f"curl -s -H 'Content-Type: application/json' {stack.api_url}/openai/v1/chat/completions"
+                f" -d '{{\"model\": \"{s.model_name}\", \"messages\": [{{\"role\": \"user\", \"content\":"
+                " \"What is the capital of France?\"}], \"max_tokens\": 32, \"temperature\": 0}'")
+    else:
+        curl = (f"curl -s -H 'Content-Type: application/json' {stack.api_url}/v1/models/{s.model_name}:predict"
+                " -d '{\"instances\": [\"hello world\"]}'")
     return "\n".join([
-        f"snapserve stack ready: {s.transformers} transformer(s) -> {s.predictors} predictor(s), model {s.model_name}",
+        f"snapserve stack ready: {s.transformers} transformer(s) -> {s.predictors} predictor(s) {hop}{zero}, "
+        f"model {s.model_name} ({s.task})",
         f"  API         {stack.api_url}",
         f"  Prometheus  {stack.prometheus_url}",
         f"  work folder {stack.workdir} (logs/, state.json, nginx/*.access.log)",
-        f"  try: curl -s -H 'Content-Type: application/json' {stack.api_url}/v1/models/{s.model_name}:predict"
-        " -d '{\"instances\": [\"hello world\"]}'",
+        f"  try: {curl}",
         "Ctrl-C stops everything.",
     ])
 

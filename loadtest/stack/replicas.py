@@ -33,8 +33,13 @@ def argv(s: StackSettings, r: Replica, predictor_host: str, tuning: Path | None 
               "--http_port", str(r.http_port), "--grpc_port", str(r.grpc_port)]
     if r.component == "predictor":
         cache = ["--tuning_cache", str(tuning)] if tuning else []
-        return [s.python, "-m", "predictor", *common, "--instances", str(s.instances), *cache]
-    return [s.python, "-m", "transformer", *common, "--predictor_host", predictor_host]
+        # --instances is an encoder flag (the generate predictor refuses it: one engine batches continuously)
+        instances = ["--instances", str(s.instances)] if s.task != "generate" else []
+        return [s.python, "-m", "predictor", *common, *instances, *cache]
+    # At zero no predictor answers: readiness must ignore it, or the transformers would leave the front
+    # nginx's rotation and nothing would hold the requests that wake a predictor (as the chart sets).
+    unready = ["--predictor_unready_after_s", "0"] if s.scale_from_zero else []
+    return [s.python, "-m", "transformer", *common, "--predictor_host", predictor_host, *unready]
 
 
 def env(s: StackSettings) -> dict[str, str]:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from . import nginx, prometheus, replicas
+from .activator import Activator
 from .config import REPO_ROOT, StackSettings
 from .net import free_port, http_ok, port_in_use
 from .supervisor import Supervised
@@ -35,6 +36,7 @@ class Stack:
         self.procs: dict[str, Supervised] = {}
         self._state_lock = threading.Lock()
         self.ready = False
+        self.activator: Activator | None = None
 
     # --- URLs -------------------------------------------------------------------------------
     @property
@@ -61,7 +63,8 @@ class Stack:
             self.workdir / "nginx", api_port=self.api_port, predictor_lb_port=self.predictor_lb_port,
             transformer_ports=[r.http_port for r in self.transformers],
             predictor_ports=[r.http_port for r in self.predictors],
-            max_body=self.s.max_body, read_timeout_s=self.s.read_timeout_s)
+            max_body=self.s.max_body, read_timeout_s=self.s.read_timeout_s,
+            predictor_passive_health=not self.s.scale_from_zero)
         prom = prometheus.write_config(
             self.workdir / "prometheus", port=self.prometheus_port, rules_file=self.s.rules_file,
             targets={r.name: (r.component, r.http_port) for r in self.predictors + self.transformers},
@@ -83,16 +86,33 @@ class Stack:
         self._supervise("nginx", nginx.command(self.workdir / "nginx", ngx), stop_signal=signal.SIGQUIT, grace_s=10)
         self._supervise("prometheus", prometheus.command(self.workdir / "prometheus", prom, self.prometheus_port),
                         grace_s=10)
-        predictor_host = f"127.0.0.1:{self.predictor_lb_port}"
+        if self.s.scale_from_zero:  # at zero: the activator starts them (stack.activator)
+            self.activator = Activator(self.prometheus_url, self.s.scrape_interval_s,
+                                       lambda _held: self._start_replicas(self.predictors))
+            self.activator.start()
+        else:
+            self._start_replicas(self.predictors)
+        self._start_replicas(self.transformers)
+
+    def predictor_host(self, transformer_index: int) -> str:
+        """Where a transformer calls: its own pod's predictor on localhost when collocated, else the
+        predictors' nginx (the predictor Service)."""
+        if self.s.collocated:
+            return f"127.0.0.1:{self.predictors[transformer_index].http_port}"
+        return f"127.0.0.1:{self.predictor_lb_port}"
+
+    def _start_replicas(self, group: list[replicas.Replica]) -> None:
         env = replicas.env(self.s)
-        for r in self.predictors + self.transformers:
-            self._supervise(r.name, launch(replicas.argv(self.s, r, predictor_host, self.workdir / "tuning")), env=env,
-                            cwd=REPO_ROOT)
+        for i, r in enumerate(group):
+            argv = replicas.argv(self.s, r, self.predictor_host(i), self.workdir / "tuning")
+            self._supervise(r.name, launch(argv), env=env, cwd=REPO_ROOT)
 
     def wait_ready(self, stop: threading.Event) -> bool:
         """Every replica ready, the API answering through nginx, Prometheus ready. False when `stop` is
         set, the timeout passes, or a replica keeps crashing (its log tail is logged)."""
-        checks = {r.name: f"{r.url}/v2/health/ready" for r in self.predictors + self.transformers}
+        at_zero = self.s.scale_from_zero  # no predictor yet: ready means the transformers hold requests
+        checks = {r.name: f"{r.url}/v2/health/ready" for r in (self.transformers if at_zero else
+                                                                self.predictors + self.transformers)}
         checks |= {"nginx": f"{self.api_url}/v2/health/ready", "prometheus": f"{self.prometheus_url}/-/ready"}
         pending, deadline = dict(checks), time.monotonic() + self.s.ready_timeout_s
         while pending and not stop.is_set():
@@ -122,10 +142,14 @@ class Stack:
         return {
             "ready": self.ready, "pid": os.getpid(), "api": self.api_url, "prometheus": self.prometheus_url,
             "predictor_service": f"http://127.0.0.1:{self.predictor_lb_port}", "workdir": str(self.workdir),
+            "model_name": self.s.model_name, "task": self.s.task, "collocated": self.s.collocated,
+            "scale_from_zero": self.s.scale_from_zero,
+            "activated_at": self.activator.activated_at if self.activator else None,
+            "predictors": {r.name: r.url for r in self.predictors},
             "processes": {
                 name: {"component": urls[name][0], "url": urls[name][1], "grpc": urls[name][2],
-                       "pid": p.pid, "restarts": p.restarts}
-                for name, p in self.procs.items()
+                       "pid": p.pid, "restarts": p.restarts, "started_at": p.started_wall}
+                for name, p in list(self.procs.items())
             },
         }
 
@@ -140,6 +164,8 @@ class Stack:
     def stop(self) -> None:
         """Transformers drain first (their in-flight requests still need predictors), then predictors,
         then nginx (graceful quit) and Prometheus."""
+        if self.activator:
+            self.activator.stop()
         order = [[r.name for r in self.transformers], [r.name for r in self.predictors], ["nginx", "prometheus"]]
         for group in order:
             procs = [self.procs[n] for n in group if n in self.procs]
@@ -155,6 +181,6 @@ class Stack:
 
     def kill(self) -> None:
         """Second Ctrl-C: no more waiting."""
-        for p in self.procs.values():
+        for p in list(self.procs.values()):
             p.stop()
             p.send(signal.SIGKILL)

@@ -43,6 +43,7 @@ class Supervised:
         self.stop_signal, self.grace_s, self.backoff, self.on_start = stop_signal, grace_s, backoff, on_start
         self.restarts = 0
         self.started_at = 0.0
+        self.started_wall = 0.0  # time.time() of the last (re)start, for state.json readers in other processes
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -69,7 +70,7 @@ class Supervised:
                 self._proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
                                               env=self.env, cwd=self.cwd,
                                               stdin=subprocess.DEVNULL, start_new_session=True)
-            self.started_at = time.monotonic()
+            self.started_at, self.started_wall = time.monotonic(), time.time()
         log.info("%s: started pid %d", self.name, self._proc.pid)
         if self.on_start:
             self.on_start(self)
