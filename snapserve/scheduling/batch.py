@@ -53,6 +53,7 @@ class Batch:
     """Sequences picked for one execution: ``items[i]`` is (request, index within it)."""
 
     items: list[tuple[Request, int]]
+    flow: Any = None  # the strategy's name for whose batch it is (the coalescer's calls in flight per flow)
 
     @property
     def sequences(self) -> list[np.ndarray]:

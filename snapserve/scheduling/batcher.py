@@ -2,7 +2,7 @@
 
 Knows nothing of kserve, HTTP or torch. A request holds one or more sequences (token-id arrays of
 any length); ``submit`` queues them in the fair queue (``fair_queue``: weighted fair queuing between
-tenants, arrival order with one) after the one admission rule (``admission``), and the scheduler
+tenants, and within a tenant shortest request first, aged) after the one admission rule (``admission``), and the scheduler
 packs sequences from all queued requests into batches of at most ``max_batch_size`` sequences and
 ``max_batch_tokens`` padded tokens, grouping similar lengths around the oldest waiting sequence (no
 starvation, little padding). It waits up to ``max_delay_ms`` for more work only while every instance
@@ -29,7 +29,7 @@ import numpy as np
 from snapserve.scheduling import admission
 from snapserve.scheduling.admission import Draining
 from snapserve.scheduling.batch import Batch, BatchLimits, Work, pick
-from snapserve.scheduling.fair_queue import FairQueue, Request, tag
+from snapserve.scheduling.fair_queue import FairQueue, Request, ahead
 
 # max_delay_ms holds a batch only for a request that came within this many delays of the one before it
 RECENT_ARRIVALS = 4
@@ -258,12 +258,13 @@ class Batcher:
                 self._launched(batch, task)
 
     async def _claim(self, batch: Batch) -> int | None:
-        """An instance for the staged ``batch``, or None (its sequences back in the queue) when another
-        tenant's work with an earlier tag arrives first: the staged batch must not hold it back."""
+        """An instance for the staged ``batch``, or None (its sequences back in the queue) when work that
+        goes before it arrives first (another tenant's earlier tag, a shorter request of its own tenant):
+        the staged batch must not hold it back."""
         anchor = batch.items[0]
         while self._free.empty():
             head = self._queue[0] if self._queue else None
-            if head is not None and head[0].tenant != anchor[0].tenant and tag(head) < tag(anchor):
+            if head is not None and ahead(head, anchor):
                 self._queue.put_back(batch.items)
                 return None
             self._wakeup.clear()

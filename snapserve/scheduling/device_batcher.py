@@ -6,7 +6,9 @@ prepared before an instance frees up. The limits are set at warm-up (``limits`` 
 autotuning, before serving). While more than one tenant (API key) has sent work within
 ``SHARED_WINDOW_S``, batches keep to the shared limits (``BatchLimits.shared_batch_size``/``_tokens``),
 and a light tenant's batch holds none of a backlogged one's sequences: the forward it waits behind
-stays short.
+stays short. Within one tenant (or without keys) the same holds between requests: a request of at most
+the shared batch size, queued beside longer ones, runs next (``fair_queue``: shortest first) in a
+shared-size batch of such short requests, while a long request alone keeps the full batches.
 """
 
 from __future__ import annotations
@@ -77,16 +79,23 @@ class DeviceBatcher(Batcher):
 
     def _plan(self, head: list[tuple[Request, int]]) -> tuple[BatchLimits, list[tuple[Request, int]]]:
         limits = self.limits
-        if not (limits.shared_batch_size and self._shared()):
+        if not limits.shared_batch_size:
             return limits, head
         shared = dataclasses.replace(
             limits, max_batch_size=min(limits.max_batch_size, limits.shared_batch_size),
             max_batch_tokens=min(limits.max_batch_tokens, limits.shared_batch_tokens or limits.max_batch_tokens))
-        if shared.max_batch_size < limits.max_batch_size:  # cut for several keys: a light one's batch is its own
-            backlogged = self._queue.backlogged(shared.max_batch_size)
-            if head[0][0].tenant not in backlogged:
-                head = [p for p in head if p[0].tenant not in backlogged]
-        return shared, head
+        if self._shared():
+            if shared.max_batch_size < limits.max_batch_size:  # cut for several keys: a light one's batch is its own
+                backlogged = self._queue.backlogged(shared.max_batch_size)
+                if head[0][0].tenant not in backlogged:
+                    head = [p for p in head if p[0].tenant not in backlogged]
+            return shared, head
+        # One key (or none): a short request at the head (the fair queue puts it before longer ones of its
+        # key) runs in a short batch of short requests only, when a longer one waits that would fill it.
+        short = shared.max_batch_size
+        if head[0][0].queued <= short < limits.max_batch_size and any(p[0].queued > short for p in head):
+            return shared, [p for p in head if p[0].queued <= short]
+        return limits, head
 
     def _shared(self) -> bool:
         """Whether more than one tenant sent work within the last SHARED_WINDOW_S."""

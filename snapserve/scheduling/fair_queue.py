@@ -1,11 +1,19 @@
-"""The pending queue both schedulers share: sequences ordered by weighted fair queuing between tenants.
+"""The pending queue both schedulers share: fair between tenants (API keys), and within a tenant, between requests.
 
-A request holds one or more sequences; the queue holds (request, index) items. Each tenant (the API
-key a request came with) gets virtual finish tags 1/weight apart, from the later of its last tag and
-the tag now being served (start-time fair queuing), and the queue is kept in tag order: a tenant that
-floods it is served in turn with the others instead of ahead of them, and with one tenant (the
-default ``""``) the order is arrival order. It counts each tenant's queued sequences (for
-``admit``'s per-key cap) and drops the sequences of requests whose caller has gone.
+A request holds one or more sequences; the queue holds (request, index) items in two levels:
+
+- between tenants (the API key a request came with), start-time fair queuing: each tenant's sequences
+  take virtual tags 1/weight apart, from the later of its last tag and the tag now being served, and the
+  queue is kept in tag order: a tenant that floods it is served in turn with the others, not ahead;
+- within a tenant (without keys: everyone, the one tenant ``""``), the tenant's tags go to its requests
+  shortest first: a request's place is its sequences still queued plus ``1/AGING`` of the sequences the
+  tenant had been served when it arrived, ties in arrival order. A one-sentence request is next after
+  any number of 64-sentence ones (they no longer set its wait), equal requests keep arrival order (each
+  finishes in turn, so closed-loop clients stay staggered), and a big request is passed by at most about
+  ``AGING`` times its own size of newer, smaller work, never starved.
+
+It counts each tenant's queued sequences (for ``admit``'s per-key cap) and drops the sequences of
+requests whose caller has gone.
 """
 
 from __future__ import annotations
@@ -13,23 +21,35 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import heapq
+import itertools
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+# A request that arrives after the tenant was served N more sequences ranks as if N / AGING sequences
+# longer: the bound on how long newer, shorter requests may keep a long one waiting (its size x AGING).
+AGING = 8.0
+
+_arrivals = itertools.count()
+
 
 class Request:
     """One caller's sequences, the rows computed for them so far, and its place in the fair queue."""
 
-    __slots__ = ("after", "arrived", "cancelled", "context", "future", "remaining", "rows", "sequences", "start", "step",
-                 "tasks", "tenant")
+    __slots__ = ("after", "arrived", "born", "cancelled", "context", "future", "order", "queued", "remaining", "rows",
+                 "sequences", "tags", "tasks", "tenant")
 
     def __init__(self, sequences: Sequence[np.ndarray], future: asyncio.Future, context: Any = None,
-                 tenant: str = "", start: float = 0.0, step: float = 1.0):
+                 tenant: str = "", start: float = 0.0, step: float = 1.0, born: int = 0):
         self.sequences = sequences
-        self.tenant, self.start, self.step = tenant, start, step  # fair-queuing tags: start + (i + 1) * step
+        self.tenant = tenant
+        self.tags = [start + (i + 1) * step for i in range(len(sequences))]  # fair-queuing tag per sequence
+        self.born = born  # sequences the tenant had been served when it arrived
+        self.order = next(_arrivals)
+        self.queued = len(sequences)  # sequences still in the queue
         self.context = context
         self.future = future
         self.rows: list[Any] = [None] * len(sequences)
@@ -40,12 +60,26 @@ class Request:
         self.tasks: set[asyncio.Task] = set()  # running async executions that carry its sequences
 
     def tag(self, index: int) -> float:
-        return self.start + (index + 1) * self.step
+        return self.tags[index]
+
+    def key(self) -> tuple[float, int]:
+        """Its place among its tenant's requests: shortest (still queued) first, aged, then arrival."""
+        return self.queued + self.born / AGING, self.order
 
 
 def tag(item: tuple[Request, int]) -> float:
     """The fair-queuing tag of a queued (request, index) item."""
-    return item[0].tag(item[1])
+    return item[0].tags[item[1]]
+
+
+def ahead(item: tuple[Request, int], anchor: tuple[Request, int]) -> bool:
+    """Whether the queued ``item`` goes before a staged batch whose first item was ``anchor``: another
+    tenant's earlier tag, or a request of the same tenant that now ranks first (``Request.key``)."""
+    if item[0] is anchor[0]:
+        return False
+    if item[0].tenant != anchor[0].tenant:
+        return tag(item) < tag(anchor)
+    return item[0].key() < anchor[0].key()
 
 
 class FairQueue:
@@ -56,6 +90,8 @@ class FairQueue:
         self._served_tag = 0.0  # the virtual time: the tag of the last sequence taken into a batch
         self._last_tag: dict[str, float] = {}  # each tenant's last queued tag
         self._queued: collections.Counter[str] = collections.Counter()  # sequences queued per tenant
+        self._served: collections.Counter[str] = collections.Counter()  # sequences taken per tenant (aging clock)
+        self._last_key: dict[str, tuple[float, int]] = {}  # at least the key of each tenant's last request
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -75,11 +111,18 @@ class FairQueue:
             weight: float = 1.0) -> Request:
         """Queue one request's sequences at their fair place; returns the request."""
         start = max(self._served_tag, self._last_tag.get(tenant, 0.0))
-        req = Request(sequences, future, context, tenant, start, 1.0 / weight)
-        self._last_tag[tenant] = req.tag(len(sequences) - 1)
+        req = Request(sequences, future, context, tenant, start, 1.0 / weight, self._served[tenant])
+        self._last_tag[tenant] = req.tags[-1]
         items = [(req, i) for i in range(len(req.sequences))]
-        self._queued[req.tenant] += len(items)
-        if not self.pending or tag(self.pending[-1]) <= req.start:
+        had = self._queued[tenant]
+        self._queued[tenant] += len(items)
+        last = self._last_key.get(tenant)
+        if had and last is not None and req.key() < last:
+            self.pending.extend(items)
+            self._reslot(tenant)  # shorter than a request of its tenant already queued: its tags go first
+            return req
+        self._last_key[tenant] = req.key()
+        if not self.pending or tag(self.pending[-1]) <= req.tags[0]:
             self.pending.extend(items)  # one tenant, or the latest tags: arrival order
             return req
         at = 0
@@ -88,6 +131,22 @@ class FairQueue:
             self.pending.insert(at, item)
             at += 1
         return req
+
+    def _reslot(self, tenant: str) -> None:
+        """Give ``tenant``'s queued tags to its queued requests again, in their order (``Request.key``)."""
+        mine, others = [], []
+        for item in self.pending:
+            (mine if item[0].tenant == tenant else others).append(item)
+        slots = sorted(tag(item) for item in mine)
+        by_request: dict[Request, list[tuple[Request, int]]] = {}
+        for item in mine:
+            by_request.setdefault(item[0], []).append(item)
+        requests = sorted(by_request, key=Request.key)
+        ordered = [item for req in requests for item in sorted(by_request[req], key=lambda p: p[1])]
+        for (req, i), slot in zip(ordered, slots, strict=True):
+            req.tags[i] = slot
+        self._last_key[tenant] = requests[-1].key() if requests else (0.0, 0)
+        self.pending = collections.deque(heapq.merge(others, ordered, key=tag))
 
     def head(self, count: int) -> list[tuple[Request, int]]:
         """The first ``count`` items (fewer when fewer are queued), oldest tag first."""
@@ -102,16 +161,25 @@ class FairQueue:
             self.pending.popleft()
         self.pending.extendleft(reversed(rest))
         self._forget(items)
+        for req, _ in items:
+            self._served[req.tenant] += 1
         self._served_tag = max(self._served_tag, tag(items[0]))
         if len(self._last_tag) > 1024:  # tenants with nothing ahead of the virtual time start from it anyway
             self._last_tag = {t: last for t, last in self._last_tag.items() if last > self._served_tag}
+        if len(self._served) > 1024:  # (only a tenant's own requests are compared with its count)
+            self._served = collections.Counter({t: n for t, n in self._served.items() if t in self._queued})
 
     def put_back(self, items: Iterable[tuple[Request, int]]) -> None:
         """Return taken items to their places (a staged batch formed again)."""
+        tenants = set()
         for item in items:
             at = bisect.bisect_left(self.pending, tag(item), key=tag)
             self.pending.insert(at, item)
             self._queued[item[0].tenant] += 1
+            item[0].queued += 1
+            tenants.add(item[0].tenant)
+        for tenant in tenants:  # a shorter request may have come meanwhile: the order within the tenant again
+            self._reslot(tenant)
 
     def drop_cancelled(self) -> int:
         """Drop the sequences of requests whose caller has gone; returns how many."""
@@ -124,6 +192,8 @@ class FairQueue:
 
     def _forget(self, items: Iterable[tuple[Request, int]]) -> None:
         for req, _ in items:
+            req.queued -= 1
             self._queued[req.tenant] -= 1
             if self._queued[req.tenant] <= 0:
                 del self._queued[req.tenant]
+                self._last_key.pop(req.tenant, None)
