@@ -64,11 +64,32 @@ def test_dashboard_has_the_panels():
     dash = json.loads(DASHBOARD.read_text())
     titles = " ".join(p["title"].lower() for p in dash["panels"])
     for word in ("throughput", "p99", "batch size", "queue wait", "errors", "gpu memory", "time to first token",
-                 "inter-token latency", "tokens/s", "running vs waiting", "kv cache", "preemptions"):
+                 "inter-token latency", "tokens/s", "running vs waiting", "kv cache", "preemptions", "estimated wait",
+                 "requests held"):
         assert word in titles, word
+    # the generation row (issue 23): TTFT, ITL, tokens/s, running, waiting, KV usage, each charted
+    charted = referenced_metrics()["dashboard"]
+    for name in ("snapserve_time_to_first_token_seconds_bucket", "snapserve_inter_token_latency_seconds_bucket",
+                 "snapserve_generation_tokens_total", "snapserve_num_requests_running",
+                 "snapserve_num_requests_waiting", "snapserve_kv_cache_usage_perc"):
+        assert name in charted, name
     cm = find(render("helm4", CHART / "ci" / "monitoring-values.yaml"), "ConfigMap", "-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["snapserve.json"]) == dash
+
+
+def test_the_dashboard_charts_what_the_autoscalers_query():
+    """Every snapserve_* metric a rendered autoscaler queries (the ScaledObject's triggers, KServe's KEDA
+    metric for either task) has a panel, so an operator sees what the scaler sees."""
+    queried = set()
+    for sets in ((), ("predictor.task=generate",)):
+        for doc in render("helm4", CHART / "ci" / "scale-to-zero-values.yaml", sets) + render(
+                "helm4", None, ("kserve.autoscalerClass=keda", *sets)):
+            if doc["kind"] in ("ScaledObject", "InferenceService"):
+                queried |= set(METRIC.findall(json.dumps(doc)))
+    assert {"snapserve_estimated_wait_seconds", "snapserve_requests_awaiting_predictor"} <= queried, queried
+    missing = sorted(queried - referenced_metrics()["dashboard"])
+    assert not missing, f"autoscaler metrics without a dashboard panel: {missing}"
 
 
 def referenced_metrics() -> dict[str, set[str]]:
