@@ -12,23 +12,44 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+UNUSABLE = Path("/var/lib/snapserve/podman-unusable")
 
 
-def build(prefix: str, tag: str, log: Path, **env: str) -> None:
-    """``ci/build-images.sh --local`` (both images); the build log goes to ``log``."""
+def require_podman() -> None:
+    """Skip, saying why, where this machine cannot build and mount images."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed: `bash ci/setup.d/50-podman.sh` (part of `make test`) installs it")
+    if os.geteuid() != 0:
+        pytest.skip("podman image mount and chroot need root")
+    if UNUSABLE.is_file():  # written by ci/setup.d/50-podman.sh where podman cannot unpack layers
+        pytest.skip(UNUSABLE.read_text().strip())
+
+
+def build(prefix: str, tag: str | None, log: Path, **env: str) -> dict[str, str]:
+    """``ci/build-images.sh --local`` (both images); the build log goes to ``log``.
+
+    ``tag=None`` leaves TAG to the script's default. Returns {component: the image name it built}.
+    """
+    base = {k: v for k, v in os.environ.items() if k not in ("TAG", "MODEL_SNAPSHOT", "COMPONENTS")}
     with log.open("w") as out:
         rc = subprocess.run(["bash", "ci/build-images.sh", "--local"], check=False, cwd=ROOT, stdout=out,
-                            stderr=subprocess.STDOUT, env={**os.environ, "IMAGE_PREFIX": prefix, "TAG": tag, **env},
-                            timeout=1500).returncode
-    assert rc == 0, f"image build failed (rc={rc}):\n" + "\n".join(log.read_text().splitlines()[-40:])
+                            stderr=subprocess.STDOUT, timeout=1500,
+                            env={**base, "IMAGE_PREFIX": prefix, **({"TAG": tag} if tag else {}), **env}).returncode
+    text = log.read_text()
+    assert rc == 0, f"image build failed (rc={rc}):\n" + "\n".join(text.splitlines()[-40:])
+    built = re.findall(r"^build-images: \S+ build (\S+/(predictor|transformer):\S+)$", text, re.M)
+    return {component: name for name, component in built}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,15 +75,17 @@ class Image:
         return [(e.get("CreatedBy", e.get("createdBy", "")), int(e.get("Size", e.get("size", 0))))
                 for e in reversed(entries)]
 
-    def start(self, args: list[str], log: Path, binds: dict[str, Path] | None = None) -> subprocess.Popen:
+    def start(self, args: list[str], log: Path, binds: dict[str, Path] | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
         """The entrypoint with ``args`` in place of CMD, as the image's USER; the pid is the server's.
 
-        ``binds`` maps a folder inside the image to a host folder mounted over it, read-only.
+        ``binds`` maps a folder inside the image to a host folder mounted over it, read-only; ``env`` is
+        added to the image's environment (a pod spec's env), winning over it.
         """
         user = self.config["User"]
         if ":" not in user:
             user += f":{user}"
-        env = self.config.get("Env") or []
+        env = [*(self.config.get("Env") or []), *(f"{k}={v}" for k, v in (env or {}).items())]
         argv = [*self.config["Entrypoint"], *args]
         binds_sh = "".join(f'mount --bind "{host}" "$r{inside}"; mount -o remount,bind,ro "$r{inside}"; '
                            for inside, host in (binds or {}).items())

@@ -30,13 +30,7 @@ TEXTS = ["A man is eating food.", "Snapshots are baked into the image at /mnt/mo
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    if shutil.which("podman") is None:
-        pytest.skip("podman is not installed: `bash ci/setup.d/50-podman.sh` (part of `make test`) installs it")
-    if os.geteuid() != 0:
-        pytest.skip("podman image mount and chroot need root")
-    unusable = Path("/var/lib/snapserve/podman-unusable")
-    if unusable.is_file():  # written by ci/setup.d/50-podman.sh where podman cannot unpack layers
-        pytest.skip(unusable.read_text().strip())
+    imagerun.require_podman()
     log = tmp_path_factory.mktemp("build") / "build.log"
     imagerun.build(PREFIX, TAG, log)
     mounted = {c: imagerun.Image.mount(f"{PREFIX}/{c}:{TAG}") for c in ("predictor", "transformer")}
