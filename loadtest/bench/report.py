@@ -7,6 +7,8 @@ from pathlib import Path
 from loadtest.bench.targets import LABELS
 
 PATTERN_NAMES = {1: "single sentence", 64: "batch of 64"}
+EFFICIENCY_POINT = (64, 8)  # (sentences per request, clients): the issue's efficiency point
+EFFICIENCY_TARGET = 0.75  # of the engine's in-process peak, end to end
 
 
 def _find(rows: list[dict], target: str, sentences: int, concurrency: int, rnd: int = 0) -> dict | None:
@@ -124,6 +126,50 @@ def _limit(limit: dict | None) -> list[str]:
             f"(batch {limit['best_batch_size']}, {limit['device']})"]
 
 
+def peak_of(inproc: dict) -> dict | None:
+    """The best sentences/s of any engine x dtype and shape in a tools.bench_engines result (those its
+    quality check refused, or that failed to load, left out)."""
+    best = None
+    for row in inproc.get("rows", []):
+        if "error" in row or row.get("refused"):
+            continue
+        for shape in row.get("shapes", []):
+            if best is None or shape["sentences_per_s"] > best["sentences_per_s"]:
+                best = {"variant": row["variant"], "batch": shape["batch"], "tokens": shape["tokens"],
+                        "sentences_per_s": shape["sentences_per_s"], "device": inproc.get("device")}
+    return best
+
+
+def efficiency(rows: list[dict], peak: dict | None) -> list[dict]:
+    """Per round: snapserve's (or the stack's) end-to-end sentences/s at EFFICIENCY_POINT as a share of
+    the engine's in-process peak measured in the same run."""
+    if not peak or not peak.get("sentences_per_s"):
+        return []
+    sentences, clients = EFFICIENCY_POINT
+    out = []
+    for target in ("snapserve", "stack"):
+        for rnd in rounds(rows):
+            r = _find(rows, target, sentences, clients, rnd)
+            if r:
+                out.append({"target": target, "round": rnd, "sentences_per_s": r["sentences_per_s"],
+                            "share": round(r["sentences_per_s"] / peak["sentences_per_s"], 3)})
+    return out
+
+
+def efficiency_lines(shares: list[dict], peak: dict | None) -> list[str]:
+    if not shares:
+        return []
+    sentences, clients = EFFICIENCY_POINT
+    lines = [f"efficiency: end-to-end sentences/s at {clients} clients x {sentences} sentences as a share of the "
+             f"engine's in-process peak, {peak['sentences_per_s']:.0f} sentences/s ({peak['variant']}, "
+             f"{peak['batch']} x {peak['tokens']} tokens, same run; target >= {EFFICIENCY_TARGET:.0%}):"]
+    for e in shares:
+        lines.append(f"  round {e['round'] + 1} {LABELS.get(e['target'], e['target']):<38} "
+                     f"{e['sentences_per_s']:8.1f} sent/s = {e['share']:.0%} of the peak "
+                     f"{_verdict(e['share'] >= EFFICIENCY_TARGET)}")
+    return lines
+
+
 def engines_table(inproc: dict | None, rows: list[dict]) -> list[str]:
     """Each engine x dtype: its forward pass in-process (sentences/s per batch x tokens, cosine to torch
     fp32) and the same engine through the servers (rows of the engine-* targets, by round)."""
@@ -222,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     rows, limit = data["rows"], data.get("limit")
     add_ratios(rows)
     print(table(rows))
+    shares = efficiency(rows, data.get("peak"))
+    if shares:
+        print("\n" + "\n".join(efficiency_lines(shares, data["peak"])))
     print("\ntargets:\n" + "\n".join("  " + g for g in targets(rows, a.device, limit)))
     notes = saturation_notes(rows)
     if notes:

@@ -6,6 +6,7 @@
     python -m loadtest.bench --compare-batching   # issue 2's first version: 32 clients, batching off vs on
     python -m loadtest.bench --device cuda        # passed through to every server and to the limit
     python -m loadtest.bench --generate [--quick] # text generation: 1 / 8 / 32 chat clients (bench_generate.py)
+    python -m loadtest.bench --mixed [--rounds 2] # single sentences' p50 in the mixed locust traffic vs alone (mixed.py)
 
 Targets run one after another on the same machine and model (never at once: they would share the
 cores). Every run also sends client batches of 64 sentences, and (unless --no-engines) fills the
@@ -30,6 +31,8 @@ from loadtest.bench.procs import REPO_ROOT, python
 from loadtest.bench.targets import ENGINES, GPU_ENGINES, LABELS, Settings, start
 
 DRAIN_IDLE_CORES = 0.3
+EFFICIENCY_POINT = bench_report.EFFICIENCY_POINT  # (sentences per request, clients)
+PEAK_SHAPES = {"cpu": "16x16,32x16,64x16", "cuda": "256x16,1024x16"}  # batch x tokens
 DRAIN_MAX_S = 180.0
 
 
@@ -57,6 +60,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--processes", type=int, default=None,
                    help=f"load-generator processes (default {bench_load.default_processes()})")
     p.add_argument("--no-limit", dest="limit", action="store_false", help="skip the in-process forward-pass limit")
+    p.add_argument("--no-peak", dest="peak", action="store_false",
+                   help="skip the engine's in-process peak (the efficiency line: snapserve's sentences/s at "
+                        f"{EFFICIENCY_POINT[1]} clients x {EFFICIENCY_POINT[0]} sentences as a share of it)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--model_dir", default=str(REPO_ROOT / "models" / "all-MiniLM-L6-v2"))
     p.add_argument("--model_name", default="snap")
@@ -70,7 +76,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.engines = not a.targets and not a.compare_batching
     if a.compare_batching:
         defaults = ("snapserve-nobatch,snapserve", "32", "1,64", 10.0, 3.0, "8")
-        a.limit = a.engines = False
+        a.limit = a.engines = a.peak = False
     elif a.quick:
         defaults = ("a,b,snapserve", "1,32", "1,64", 5.0, 2.0, "8")
     else:
@@ -90,6 +96,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for t in a.targets:
         if t not in LABELS:
             p.error(f"unknown target {t!r}; choose from {', '.join(LABELS)}")
+    a.peak = a.peak and (EFFICIENCY_POINT[0] in a.sentences and EFFICIENCY_POINT[1] in a.batch_concurrency
+                         and any(t in ("snapserve", "stack") for t in a.targets))
     if not (Path(a.model_dir) / "config.json").is_file():
         p.error(f"--model_dir {a.model_dir} has no config.json; run `make setup` to export the default model")
     return a
@@ -102,6 +110,20 @@ def measure_limit(a: argparse.Namespace) -> dict:
                               "--seconds", seconds, "--batch_sizes", sizes),
                        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def measure_peak(a: argparse.Namespace) -> dict:
+    """The engine's in-process peak: every engine x dtype's forward pass on 16-token sentences (the bench's
+    texts are 9-14 tokens) at a few batch sizes, in a subprocess (tools.bench_engines); the best of them."""
+    seconds = "1" if a.quick or a.duration < 5 else "2"
+    shapes = PEAK_SHAPES["cpu" if a.device == "cpu" else "cuda"]
+    device = "cuda" if a.device == "cuda" else "cpu"
+    r = subprocess.run(python("-m", "tools.bench_engines", "--model_dir", a.model_dir, "--device", device,
+                              "--seconds", seconds, "--shapes", shapes),
+                       cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"tools.bench_engines failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return bench_report.peak_of(json.loads(r.stdout.strip().splitlines()[-1]))
 
 
 def drain(pids: list[int]) -> float:
@@ -186,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         from loadtest.bench import generate as bench_generate
 
         return bench_generate.main([x for x in argv if x != "--generate"])
+    if "--mixed" in argv:  # the mixed-traffic figure: locust's own user classes (loadtest/bench/mixed.py)
+        from loadtest.bench import mixed as bench_mixed
+
+        return bench_mixed.main([x for x in argv if x != "--mixed"])
     a = parse(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     settings = Settings(model_dir=a.model_dir, model_name=a.model_name, device=a.device, log_dir=a.out / "logs",
@@ -197,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         print("== limit: the forward pass in-process", flush=True)
         limit = measure_limit(a)
         print(f"   {limit['best_sentences_per_s']:.0f} sentences/s at batch {limit['best_batch_size']}", flush=True)
+    peak = None
+    if a.peak:
+        print("== peak: the engine's forward pass in-process, each engine x dtype (tools.bench_engines)", flush=True)
+        peak = measure_peak(a)
+        if peak:
+            print(f"   {peak['sentences_per_s']:.0f} sentences/s: {peak['variant']} at {peak['batch']} x "
+                  f"{peak['tokens']} tokens", flush=True)
     engines = None
     if a.engines:
         print("== engines in-process: each engine x dtype's forward pass", flush=True)
@@ -205,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_report.add_ratios(rows)
     device = limit["device"] if limit else ("cpu" if a.device == "cpu" else a.device)
     goals = bench_report.targets(rows, "cpu" if device == "cpu" else "cuda", limit)
+    efficiency = bench_report.efficiency(rows, peak)
     notes = bench_report.saturation_notes(rows)
     summary = batching_summary(rows)
     result = {
@@ -212,14 +246,15 @@ def main(argv: list[str] | None = None) -> int:
                  "machine": platform.machine(), "cores": bench_load.psutil_cores(), "python": sys.version.split()[0],
                  "model_dir": a.model_dir, "duration_s": a.duration, "warmup_s": a.warmup,
                  "argv": sys.argv[1:] if argv is None else argv},
-        "limit": limit, "engines": engines, "rows": rows, "targets": goals, "notes": notes, "batching": summary,
+        "limit": limit, "peak": peak, "efficiency": efficiency, "engines": engines, "rows": rows, "targets": goals, "notes": notes, "batching": summary,
     }
     (a.out / "bench.json").write_text(json.dumps(result, indent=1))
     (a.out / "bench.partial.json").unlink(missing_ok=True)
     bench_report.plot(rows, a.out / "bench.png", limit)
     print()
     print(bench_report.table(rows))
-    for block in (summary, bench_report.engines_table(engines, rows), ["targets:", *("  " + g for g in goals)], ["notes:", *("  " + n for n in notes)] if notes else []):
+    for block in (summary, bench_report.engines_table(engines, rows), bench_report.efficiency_lines(efficiency, peak),
+                  ["targets:", *("  " + g for g in goals)], ["notes:", *("  " + n for n in notes)] if notes else []):
         if block:
             print()
             print("\n".join(block))

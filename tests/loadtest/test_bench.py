@@ -56,3 +56,18 @@ def test_limit_reports_sentences_per_second(model_dir):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert [row["batch_size"] for row in out["rows"]] == [4, 8]
     assert out["best_sentences_per_s"] > 0 and out["device"] == "cpu"
+
+
+def test_bench_prints_the_share_of_the_engines_in_process_peak(tmp_path, model_dir):
+    """Issue 24: at 8 clients x 64 sentences the bench prints snapserve's end-to-end sentences/s as a share
+    of the engine's in-process peak measured in the same run (the value is a benchmark's, not asserted)."""
+    r = subprocess.run([sys.executable, "-m", "loadtest.bench", "--targets", "snapserve", "--sentences", "64",
+                        "--batch_concurrency", "8", "--duration", "2", "--warmup", "1", "--no-limit", "--no-engines",
+                        "--processes", "1", "--model_dir", str(model_dir), "--out", str(tmp_path)],
+                       check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["peak"]["sentences_per_s"] > 0, result["peak"]
+    [share] = result["efficiency"]
+    assert share["target"] == "snapserve" and share["share"] > 0
+    assert "of the engine's in-process peak" in r.stdout and "of the peak" in r.stdout, r.stdout[-3000:]
