@@ -245,7 +245,8 @@ def plot(rows: list[dict], out: Path, limit: dict | None) -> Path:
             ax.set_xscale("log", base=2)
             ax.set_xlabel("concurrent clients")
             ax.grid(alpha=0.3)
-        axes[i][1].set_yscale("log")
+        if any(y > 0 for line in axes[i][1].get_lines() for y in line.get_ydata()):
+            axes[i][1].set_yscale("log")  # (a point with no answers has no latency to log-scale)
         axes[i][0].legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
