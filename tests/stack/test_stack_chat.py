@@ -87,7 +87,8 @@ def prom_value(stack: RunningStack, promql: str) -> float | None:
 
 def log_times(log: Path) -> dict[str, float]:
     """time.time() of the predictor's start-up milestones, from its log's timestamps (local time)."""
-    marks = {"settings read": "] settings: ", "model loaded": "task=generate device=",
+    marks = {"settings read": "] settings: ", "weights hashed": "snapshot manifest verified",
+             "model loaded": "task=generate device=",
              "warm-up done": "] max body ", "serving": "Uvicorn running on"}
     found: dict[str, float] = {}
     for line in log.read_text(errors="replace").splitlines():
