@@ -141,7 +141,7 @@ def run(model_dir: Path, requests: int, rounds: int, max_tokens: int, workdir: P
             "-m", "transformer", "--model_name", MODEL, "--model_dir", str(model_dir), "--http_port", str(port),
             "--grpc_port", str(free_port()), "--predictor_host", service), workdir / "logs").start()
         via = f"http://127.0.0.1:{port}"
-        urls = dict(zip(SETUPS, (direct, via)))
+        urls = dict(zip(SETUPS, (direct, via), strict=True))
         deadline = time.monotonic() + 300
         while chat(via, 1, timeout=30)[1] is not None:  # until the extra transformer answers through the Service
             if extra.proc.poll() is not None or time.monotonic() > deadline:

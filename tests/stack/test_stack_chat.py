@@ -71,7 +71,7 @@ def chat_stack():
 
 def held_on_transformers(stack: RunningStack) -> float:
     total = 0.0
-    for name, p in stack.state()["processes"].items():
+    for p in stack.state()["processes"].values():
         if p["component"] == "transformer":
             text = httpx.get(f"{p['url']}/metrics", timeout=5).text
             m = re.search(r"^snapserve_requests_awaiting_predictor\{[^}]*\} (\S+)$", text, re.M)
@@ -169,10 +169,12 @@ def test_prometheus_scrapes_the_engine_gauges_through_the_stack(chat_stack):
     pod = 'component="predictor", pod="predictor-0"'
     for promql in (f"snapserve_kv_cache_usage_perc{{{pod}}}", f"snapserve_num_requests_running{{{pod}}}",
                    f"snapserve_num_requests_waiting{{{pod}}}", f"snapserve_time_to_first_token_seconds_count{{{pod}}}",
-                   f'snapserve_requests_awaiting_predictor{{component="transformer"}}'):
-        value = wait_for(lambda q=promql: prom_value(stack, q) is not None and [prom_value(stack, q)], timeout=30,
-                         what=promql)[0]
-        assert value >= 0, promql
+                   'snapserve_requests_awaiting_predictor{component="transformer"}'):
+        def scraped(q=promql):  # [value] once Prometheus has the series (a list: 0 is a value too)
+            value = prom_value(stack, q)
+            return None if value is None else [value]
+
+        assert wait_for(scraped, timeout=30, what=promql)[0] >= 0, promql
     assert wait_for(lambda: (prom_value(stack, f"snapserve_time_to_first_token_seconds_count{{{pod}}}") or 0) >= 1,
                     timeout=30, what="a TTFT observation in Prometheus")
 
