@@ -1,5 +1,6 @@
 """locust's generation user classes (streaming chat + completions), headless against a real predictor +
-transformer pair on SmolLM2-135M-Instruct: 0 failures, the SLO gate, TTFT and tokens/s entries."""
+transformer pair on SmolLM2-135M-Instruct: 0 failures, the SLO gate, TTFT and tokens/s entries. The same users
+through the local stack's nginx, with the gate's exit code 3 on a missed SLO: tests/stack/test_stack_chat.py."""
 
 from __future__ import annotations
 
