@@ -6,8 +6,9 @@ A request holds one or more sequences; the queue holds (request, index) items in
   take virtual tags 1/weight apart, from the later of its last tag and the tag now being served, and the
   queue is kept in tag order: a tenant that floods it is served in turn with the others, not ahead;
 - within a tenant (without keys: everyone, the one tenant ``""``), the tenant's tags go to its requests
-  shortest first: a request's place is its sequences still queued plus ``1/AGING`` of the sequences the
-  tenant had been served when it arrived, ties in arrival order. A one-sentence request is next after
+  shortest first: a request's place is its tokens still queued (its work: a few texts past the model's
+  window cost more than many short ones) plus ``1/AGING`` of the tokens the tenant had been served when
+  it arrived, ties in arrival order. A one-sentence request is next after
   any number of 64-sentence ones (they no longer set its wait), equal requests keep arrival order (each
   finishes in turn, so closed-loop clients stay staggered), and a big request is passed by at most about
   ``AGING`` times its own size of newer, smaller work, never starved.
@@ -29,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-# A request that arrives after the tenant was served N more sequences ranks as if N / AGING sequences
-# longer: the bound on how long newer, shorter requests may keep a long one waiting (its size x AGING).
+# A request that arrives after the tenant was served N more tokens ranks as if N / AGING tokens longer:
+# the bound on how long newer, shorter requests may keep a long one waiting (its size x AGING).
 AGING = 8.0
 
 _arrivals = itertools.count()
@@ -39,17 +40,18 @@ _arrivals = itertools.count()
 class Request:
     """One caller's sequences, the rows computed for them so far, and its place in the fair queue."""
 
-    __slots__ = ("after", "arrived", "born", "cancelled", "context", "future", "order", "queued", "remaining", "rows",
-                 "sequences", "tags", "tasks", "tenant")
+    __slots__ = ("after", "arrived", "born", "cancelled", "context", "future", "order", "queued", "queued_tokens",
+                 "remaining", "rows", "sequences", "tags", "tasks", "tenant")
 
     def __init__(self, sequences: Sequence[np.ndarray], future: asyncio.Future, context: Any = None,
                  tenant: str = "", start: float = 0.0, step: float = 1.0, born: int = 0):
         self.sequences = sequences
         self.tenant = tenant
         self.tags = [start + (i + 1) * step for i in range(len(sequences))]  # fair-queuing tag per sequence
-        self.born = born  # sequences the tenant had been served when it arrived
+        self.born = born  # tokens the tenant had been served when it arrived
         self.order = next(_arrivals)
         self.queued = len(sequences)  # sequences still in the queue
+        self.queued_tokens = sum(len(s) for s in sequences)  # and their tokens
         self.context = context
         self.future = future
         self.rows: list[Any] = [None] * len(sequences)
@@ -63,8 +65,8 @@ class Request:
         return self.tags[index]
 
     def key(self) -> tuple[float, int]:
-        """Its place among its tenant's requests: shortest (still queued) first, aged, then arrival."""
-        return self.queued + self.born / AGING, self.order
+        """Its place among its tenant's requests: fewest tokens still queued first, aged, then arrival."""
+        return self.queued_tokens + self.born / AGING, self.order
 
 
 def tag(item: tuple[Request, int]) -> float:
@@ -90,7 +92,7 @@ class FairQueue:
         self._served_tag = 0.0  # the virtual time: the tag of the last sequence taken into a batch
         self._last_tag: dict[str, float] = {}  # each tenant's last queued tag
         self._queued: collections.Counter[str] = collections.Counter()  # sequences queued per tenant
-        self._served: collections.Counter[str] = collections.Counter()  # sequences taken per tenant (aging clock)
+        self._served: collections.Counter[str] = collections.Counter()  # tokens taken per tenant (aging clock)
         self._last_key: dict[str, tuple[float, int]] = {}  # at least the key of each tenant's last request
 
     def __len__(self) -> int:
@@ -161,8 +163,8 @@ class FairQueue:
             self.pending.popleft()
         self.pending.extendleft(reversed(rest))
         self._forget(items)
-        for req, _ in items:
-            self._served[req.tenant] += 1
+        for req, i in items:
+            self._served[req.tenant] += len(req.sequences[i])
         self._served_tag = max(self._served_tag, tag(items[0]))
         if len(self._last_tag) > 1024:  # tenants with nothing ahead of the virtual time start from it anyway
             self._last_tag = {t: last for t, last in self._last_tag.items() if last > self._served_tag}
@@ -177,6 +179,7 @@ class FairQueue:
             self.pending.insert(at, item)
             self._queued[item[0].tenant] += 1
             item[0].queued += 1
+            item[0].queued_tokens += len(item[0].sequences[item[1]])
             tenants.add(item[0].tenant)
         for tenant in tenants:  # a shorter request may have come meanwhile: the order within the tenant again
             self._reslot(tenant)
@@ -191,8 +194,9 @@ class FairQueue:
         return before - len(self.pending)
 
     def _forget(self, items: Iterable[tuple[Request, int]]) -> None:
-        for req, _ in items:
+        for req, i in items:
             req.queued -= 1
+            req.queued_tokens -= len(req.sequences[i])
             self._queued[req.tenant] -= 1
             if self._queued[req.tenant] <= 0:
                 del self._queued[req.tenant]

@@ -127,7 +127,7 @@ def test_equal_requests_keep_arrival_order_one_after_another():
 
 def test_shorter_requests_go_first_but_a_long_one_is_not_starved():
     """In the queue itself: a newer single sentence goes before a queued 64-sentence request until the
-    tenant has served about AGING x 64 newer sequences; then the long one is next."""
+    tenant has served about AGING x its tokens of newer work; then the long one is next."""
     queue = FairQueue()
     big = queue.add(request(1, 64), None)
     passed = 0
@@ -141,6 +141,16 @@ def test_shorter_requests_go_first_but_a_long_one_is_not_starved():
         assert passed <= AGING * 64 + 1, "the long request was starved"
     print(f"a 64-sentence request let {passed} newer single sentences go first")
     assert passed >= (64 - 1) * AGING - 1  # shortest first until then (1 + passed / AGING < 64)
+
+
+def test_a_request_ranks_by_its_tokens_not_its_count_of_texts():
+    """Four texts past the model's window are more work than 64 short sentences: they go after them."""
+    queue = FairQueue()
+    long = queue.add(request(2, 4, length=256), None)
+    big = queue.add(request(1, 64, length=8), None)
+    single = queue.add(request(SINGLE, 1, length=8), None)
+    order = list(dict.fromkeys(p[0] for p in queue.head(len(queue))))
+    assert order == [single, big, long]
 
 
 def test_with_keys_the_keys_stay_the_outer_level():
