@@ -25,8 +25,11 @@ from snapserve.scheduling.batcher import Batcher, Observer
 from snapserve.scheduling.fair_queue import Request
 
 # A request of at most this share of a call's size is short: its call holds only short ones (on the
-# 2-core CPU a call is ~40 sequences, so single sentences, OpenAI lists of 8 and the like).
+# 2-core CPU a call is ~40 sequences, so single sentences, OpenAI lists of 8 and the like) ...
 SHORT_SHARE = 0.25
+# ... of sentences this long at most on average: a few texts past the model's window (256 tokens each for
+# MiniLM) are a long call's work, not a short one's
+SHORT_TEXT_TOKENS = 32
 
 
 class Coalescer(Batcher):
@@ -62,7 +65,8 @@ class Coalescer(Batcher):
 
     def _short(self, req: Request, limits: BatchLimits | None = None) -> bool:
         limits = limits or self._call_limits()
-        return req.queued <= max(1, int(limits.max_batch_size * SHORT_SHARE))
+        count = max(1, int(limits.max_batch_size * SHORT_SHARE))
+        return req.queued <= count and req.queued_tokens <= count * SHORT_TEXT_TOKENS
 
     def _flow(self, req: Request) -> tuple[str, bool]:
         """Whose calls these are for ``instances``: the tenant's short requests, or its longer ones."""
