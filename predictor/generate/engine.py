@@ -40,6 +40,7 @@ from transformers.generation.continuous_batching.cb_logits_processors import (
 from transformers.generation.continuous_batching.requests import RequestState
 
 from predictor import device as devices
+from predictor.generate import attention
 from predictor.generate.settings import GenerateSettings
 from predictor.generate.wait import WaitEstimate
 from snapserve import metrics
@@ -277,6 +278,10 @@ class GenerationEngine:
                                       eos_token_id=list(self.eos_ids) or -1, max_new_tokens=16)
         cb = ContinuousBatchingConfig(per_request_processors=True, **settings.resolved(self.device.type == "cuda"))
         self.manager = self.model.init_continuous_batching(generation_config=generation, continuous_batching_config=cb)
+        if settings.attention == "varlen" and attention.applies(self.model.config):
+            # after init_continuous_batching, whose check knows only the library's names; before start(),
+            # which reads the implementation to decide that no batch-wide mask is needed
+            self.model.set_attn_implementation(attention.register())
         install_draw(self.manager)
         resolved = self.manager.continuous_batching_config
         self.page_size = resolved.page_size
@@ -336,6 +341,7 @@ class GenerationEngine:
     def describe(self) -> dict:
         cfg = self.manager.continuous_batching_config
         return {"task": "generate", "device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."),
+                "attention": self.model.config._attn_implementation,
                 "kv_blocks": cfg.num_blocks, "kv_page_size": cfg.page_size, "max_batch_tokens": cfg.max_batch_tokens,
                 "max_queue_requests": self.settings.max_queue_requests}
 

@@ -29,6 +29,10 @@ class GenerateSettings:
     max_queue_requests: int = setting(256, "generate: requests held at once, running or waiting; more get 429 + "
                                       "Retry-After", tasks=GENERATE)
     max_new_tokens: int = setting(1024, "generate: the most tokens one request may ask for", tasks=GENERATE)
+    attention: str = setting("varlen", "generate: attention under continuous batching without flash kernels: 'varlen' "
+                             "(each request attends to its own keys; cost grows with the batch) or 'library' "
+                             "(transformers' sdpa over the whole batch with a mask; cost grows with its square)",
+                             tasks=GENERATE, flag="generate_attention", choices=("varlen", "library"))
     seed: int = setting(-1, "generate: seed of the sampling stream that requests without a seed of their own draw "
                         "from (-1: random); a request's seed gives it a stream of its own", tasks=GENERATE,
                         flag="generate_seed")
