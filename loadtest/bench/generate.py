@@ -1,17 +1,22 @@
 """The generation rows of the benchmark: 1 / 8 / 32 concurrent clients, 64 new tokens each (greedy), three
 targets in this process tree on the same snapshot (default models/SmolLM2-135M-Instruct) and prompts:
 
-    python -m loadtest.bench.generate [--quick] [--levels 1,8,32] [--max_tokens 64] [--duration 20]
+    python -m loadtest.bench.generate [--quick] [--levels 1,8,32] [--max_tokens 64] [--duration 20] [--rounds 2]
+                                      [--llama_server PATH]   # or LLAMA_SERVER=PATH
 
 - **A, seed pattern**: FastAPI + ``model.generate``, one request at a time (loadtest/bench/baselines/generate_hf.py);
 - **B, plain KServe**: a ``kserve.Model`` whose ``predict`` calls ``generate`` (loadtest/bench/baselines/generate_kserve.py);
-- **snapserve**: predictor (continuous batching) + transformer, ``/openai/v1/chat/completions`` streamed.
+- **snapserve** (S): predictor (continuous batching) + transformer, ``/openai/v1/chat/completions`` streamed;
+  **I**, opt-in (``--targets ...,I``): the same with ``--generate_weights int8``;
+- **llama.cpp** (L: F32, the same weights; Q: the Q4_1 GGUF they come from), when given a ``llama-server``
+  (loadtest/bench/llama.py); a skip line otherwise. The same streamed chat, a new connection per request.
 
 Each level is a closed loop: every client sends requests back to back until ``--duration`` has passed, then
 finishes the one in flight. tokens/s = completion tokens / (first send to last answer). TTFT: the first
 content delta of a stream; A and B do not stream, so their first token reaches the client with the whole
 answer (TTFT = latency) and they have no ITL. ITL: gaps between content deltas (a delta may carry more than
-one token when the detokeniser holds back a split character). Ratios are against B at the same level.
+one token when the detokeniser holds back a split character). Ratios are against B at the same level,
+and snapserve's against llama.cpp F32 (int8's against Q4_1 too), each within its own round.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import time
 from pathlib import Path
 
 from loadtest import texts
+from loadtest.bench import llama, report
 from loadtest.bench.procs import REPO_ROOT, Server, free_port, python
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "SmolLM2-135M-Instruct"
@@ -69,10 +75,12 @@ async def one_stream(session, url: str, prompt: str, max_tokens: int, model: str
                 stamps.append(time.perf_counter())
     if not stamps:
         raise RuntimeError("stream carried no content")
+    tokens = tokens or len(stamps)  # a server without stream_options' usage: one token a delta
     return tokens, stamps[0] - started, [b - a for a, b in itertools.pairwise(stamps)]
 
 
-async def level(call, clients: int, duration: float) -> dict:
+async def level(call, clients: int, duration: float, fresh: bool = False) -> dict:
+    """``fresh``: a new connection per request (llama-server drops a kept-alive one after a stream)."""
     import aiohttp
 
     bodies = prompts()
@@ -95,7 +103,8 @@ async def level(call, clients: int, duration: float) -> dict:
             if time.perf_counter() >= stop:
                 return
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+    connector = aiohttp.TCPConnector(limit=0, force_close=fresh)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600), connector=connector) as session:
         await asyncio.gather(*(client(i, session) for i in range(clients)))
     wall = time.perf_counter() - start
     ttft.sort()
@@ -130,6 +139,18 @@ def ready(url: str, body: dict, servers: list[Server], timeout_s: float = 300) -
     raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s")
 
 
+def snapserve(label: str, key: str, a, logs: Path, *predictor_args: str) -> tuple:
+    model_dir, pred, trans = str(a.model_dir), free_port(), free_port()
+    return (label, key, [
+        Server(f"predictor-{key}", python("-m", "predictor", "--task", "generate", "--model_name", "gen", "--model_dir",
+                                          model_dir, "--http_port", str(pred), "--grpc_port", str(free_port()),
+                                          "--device", a.device, *NO_DEADLINE, *predictor_args), logs),
+        Server(f"transformer-{key}", python("-m", "transformer", "--model_name", "gen", "--model_dir", model_dir,
+                                            "--predictor_host", f"127.0.0.1:{pred}", "--http_port", str(trans),
+                                            "--grpc_port", str(free_port()), *NO_DEADLINE), logs)],
+        f"http://127.0.0.1:{trans}/openai/v1/chat/completions", "gen")
+
+
 def targets(a, logs: Path) -> list[tuple]:
     model_dir, out = str(a.model_dir), []
     port = free_port()
@@ -141,63 +162,57 @@ def targets(a, logs: Path) -> list[tuple]:
         Server("baseline-b", python("-m", "loadtest.bench.baselines.generate_kserve", "--model_dir", model_dir, "--http_port",
                                     str(port), "--grpc_port", str(free_port())), logs)],
         f"http://127.0.0.1:{port}/v1/models/gen:predict", None))
-    pred, trans = free_port(), free_port()
-    out.append(("snapserve chat stream", "S", [
-        Server("predictor", python("-m", "predictor", "--task", "generate", "--model_name", "gen", "--model_dir",
-                                   model_dir, "--http_port", str(pred), "--grpc_port", str(free_port()),
-                                   "--device", a.device, *NO_DEADLINE), logs),
-        Server("transformer", python("-m", "transformer", "--model_name", "gen", "--model_dir", model_dir,
-                                     "--predictor_host", f"127.0.0.1:{pred}", "--http_port", str(trans),
-                                     "--grpc_port", str(free_port()), *NO_DEADLINE), logs)],
-        f"http://127.0.0.1:{trans}/openai/v1/chat/completions", "gen"))
-    return out
+    out.append(snapserve("snapserve chat stream", "S", a, logs))
+    if "I" in a.targets:
+        out.append(snapserve("snapserve int8 chat stream", "I", a, logs, "--generate_weights", "int8"))
+    return out + llama.targets(a.llama_server, a.targets, logs, max(a.levels))
 
 
 def fmt(v) -> str:
     return f"{v:8.0f}" if v is not None else "       -"
 
 
-def run(a) -> list[dict]:
-    logs = Path(tempfile.mkdtemp(prefix="bench-generate-"))
+def caller(a, url: str, model: str | None):
+    """(probe body, call(session, prompt)) for a target: a streamed chat, or A and B's plain request."""
+    if model:
+        probe = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        return probe, lambda s, p: one_stream(s, url, p, a.max_tokens, model)
+    return {"prompt": "hi", "max_new_tokens": 2}, lambda s, p: one_plain(s, url, p, a.max_tokens)
+
+
+def run_target(a, rnd: int, label: str, key: str, servers: list[Server], url: str, model: str | None) -> list[dict]:
+    probe, call = caller(a, url, model)
+    fresh = key in llama.KINDS
     rows = []
-    for label, key, servers, url, model in targets(a, logs):
-        if key not in a.targets:
-            continue
-        if model:
-            probe = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-            def call(s, p, url=url, model=model):
-                return one_stream(s, url, p, a.max_tokens, model)
-        else:
-            probe = {"prompt": "hi", "max_new_tokens": 2}
-            def call(s, p, url=url):
-                return one_plain(s, url, p, a.max_tokens)
-        try:
-            for server in servers:
-                server.start()
-            ready(url, probe, servers)
-            asyncio.run(level(call, 1, 0))  # warm-up: one request
-            for clients in a.levels:
-                r = {"target": label, "key": key, **asyncio.run(level(call, clients, a.duration))}
-                rows.append(r)
-                print(f"{label:<26} c={clients:<3} {r['tok_per_s']:8.1f} tok/s  TTFT p50 {fmt(r['ttft_p50_ms'])} ms "
-                      f"p99 {fmt(r['ttft_p99_ms'])} ms  ITL p50 {fmt(r['itl_p50_ms'])} ms  "
-                      f"reqs {r['requests']} errors {r['errors']}", flush=True)
-        finally:
-            for server in reversed(servers):
-                server.stop()
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            if isinstance(server, llama.LlamaServer):
+                server.wait_health()
+        ready(url, probe, servers)
+        asyncio.run(level(call, 1, 0, fresh))  # warm-up: one request
+        for clients in a.levels:
+            r = {"target": label, "key": key, "round": rnd, **asyncio.run(level(call, clients, a.duration, fresh))}
+            rows.append(r)
+            print(f"{label:<36} c={clients:<3} {r['tok_per_s']:8.1f} tok/s  TTFT p50 {fmt(r['ttft_p50_ms'])} ms "
+                  f"p99 {fmt(r['ttft_p99_ms'])} ms  ITL p50 {fmt(r['itl_p50_ms'])} ms  "
+                  f"reqs {r['requests']} errors {r['errors']}", flush=True)
+    finally:
+        for server in reversed(servers):
+            server.stop()
     return rows
 
 
-def ratios(rows: list[dict]) -> None:
-    base = {r["clients"]: r for r in rows if r["key"] == "B"}
-    for r in rows:
-        b = base.get(r["clients"])
-        if r["key"] == "B" or not b:
-            continue
-        ttft = (f"{b['ttft_p50_ms'] / r['ttft_p50_ms']:.2f}x lower TTFT p50"
-                if r["ttft_p50_ms"] and b["ttft_p50_ms"] else "")
-        tps = f"{r['tok_per_s'] / b['tok_per_s']:.2f}x tok/s" if b["tok_per_s"] else "-"
-        print(f"ratio {r['target']} / B  c={r['clients']:<3} {tps}  {ttft}")
+def run(a) -> list[dict]:
+    """Every target in turn, ``--rounds`` times interleaved (A, B, S, L, A, B, S, L): one server at a time."""
+    logs = Path(tempfile.mkdtemp(prefix="bench-generate-"))
+    rows = []
+    for rnd in range(a.rounds):
+        for label, key, servers, url, model in targets(a, logs):
+            if key in a.targets:
+                rows += run_target(a, rnd, label, key, servers, url, model)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,7 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model_dir", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--device", default="cpu")
     p.add_argument("--levels", default="1,8,32", help="concurrent clients per level, comma-separated")
-    p.add_argument("--targets", default="A,B,S", help="which of A, B, S (snapshot serve) to run")
+    p.add_argument("--targets", default="A,B,S,L,Q",
+                   help="which of A, B, S (snapserve), I (snapserve int8), L (llama.cpp F32), Q (llama.cpp Q4_1) "
+                        "to run; L and Q only with a llama-server")
+    p.add_argument("--llama_server", default=None,
+                   help=f"path of a built llama.cpp's llama-server (env {llama.ENV}); absent: the llama.cpp "
+                        "targets are skipped")
+    p.add_argument("--rounds", type=int, default=1, help="run every target this many times, interleaved")
     p.add_argument("--max_tokens", type=int, default=64)
     p.add_argument("--duration", type=float, default=None, help="seconds each level keeps sending (20; quick 3)")
     p.add_argument("--quick", action="store_true", help="short levels: each client sends about one request")
@@ -214,12 +235,23 @@ def main(argv: list[str] | None = None) -> int:
     a.levels = [int(x) for x in a.levels.split(",")]
     a.targets = set(a.targets.upper().split(","))
     a.duration = a.duration if a.duration is not None else (3.0 if a.quick else 20.0)
+    a.llama_server = llama.server_path(a.llama_server)
     print(f"generate bench: clients {a.levels}, {a.max_tokens} new tokens (greedy), {a.duration:.0f} s per level, "
           f"snapshot {a.model_dir}", flush=True)
+    if a.llama_server is None:
+        if a.targets & set(llama.KINDS):
+            print(llama.SKIP, flush=True)
+    else:
+        llama.check_binary(a.llama_server)
+        print(f"llama.cpp: {a.llama_server}", flush=True)
     rows = run(a)
-    ratios(rows)
+    print()
+    print(report.generation_table(rows))
+    for line in report.generation_ratios(rows):
+        print(line)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"max_tokens": a.max_tokens, "rows": rows}, indent=1))
+    a.out.write_text(json.dumps({"max_tokens": a.max_tokens, "llama_server": str(a.llama_server or ""),
+                                 "rows": rows}, indent=1))
     return 0
 
 

@@ -255,6 +255,58 @@ def plot(rows: list[dict], out: Path, limit: dict | None) -> Path:
     return out
 
 
+
+# the generation bench's rows (loadtest/bench/generate.py): each target's key and its reference in the ratios
+GENERATION_REFS = (("B", "B"), ("L", "llama.cpp F32"), ("Q", "llama.cpp Q4_1"))
+
+
+def _gen_ref(rows: list[dict], key: str, row: dict) -> dict | None:
+    return next((r for r in rows if r["key"] == key and r["clients"] == row["clients"]
+                 and r.get("round", 0) == row.get("round", 0)), None)
+
+
+def _over(a, b) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+
+def generation_table(rows: list[dict]) -> str:
+    """One table for every generation target (A, B, snapserve, llama.cpp): tok/s, TTFT, ITL, and tok/s as a
+    multiple of B's and of llama.cpp F32's at the same clients and round."""
+    many = len(rounds(rows)) > 1
+    head = (f"{'rnd ' if many else ''}{'target':<36} {'clients':>7} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p99':>9} "
+            f"{'ITL p50':>8} {'reqs':>5} {'errs':>5} {'vs B':>6} {'vs F32':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        b, f32 = _gen_ref(rows, "B", r), _gen_ref(rows, "L", r)
+        lines.append((f"{r.get('round', 0) + 1:<3} " if many else "")
+                     + f"{r['target']:<36} {r['clients']:>7} {r['tok_per_s']:>8.1f} {_ms(r['ttft_p50_ms']):>9} "
+                     f"{_ms(r['ttft_p99_ms']):>9} {_ms(r['itl_p50_ms']):>8} {r['requests']:>5} {r['errors']:>5} "
+                     f"{_over(r['tok_per_s'], b and b['tok_per_s']):>6} {_over(r['tok_per_s'], f32 and f32['tok_per_s']):>7}")
+    return "\n".join(lines)
+
+
+def generation_ratios(rows: list[dict]) -> list[str]:
+    """snapserve's rows (S, and I for int8) over each reference at the same clients and round: tok/s (higher
+    is better), TTFT p50 / p99 and ITL p50 (lower is better); int8 is also set against llama.cpp Q4_1."""
+    out = []
+    for r in rows:
+        if r["key"] not in ("S", "I"):
+            continue
+        for key, name in GENERATION_REFS:
+            ref = _gen_ref(rows, key, r)
+            if not ref or (key == "Q" and r["key"] != "I"):
+                continue
+            parts = [f"{_over(r['tok_per_s'], ref['tok_per_s'])} tok/s"]
+            if key != "B":  # B does not stream: its TTFT is its latency and it has no ITL
+                parts += [f"TTFT p50 {_over(r['ttft_p50_ms'], ref['ttft_p50_ms'])}",
+                          f"p99 {_over(r['ttft_p99_ms'], ref['ttft_p99_ms'])}",
+                          f"ITL p50 {_over(r['itl_p50_ms'], ref['itl_p50_ms'])}"]
+            else:
+                parts.append(f"{_over(ref['ttft_p50_ms'], r['ttft_p50_ms'])} lower TTFT p50")
+            rnd = f" round {r.get('round', 0) + 1}" if len(rounds(rows)) > 1 else ""
+            out.append(f"ratio {r['target']} / {name}  c={r['clients']:<3}{rnd} " + "  ".join(parts))
+    return out
+
 def main(argv: list[str] | None = None) -> int:
     """Print the tables of a bench.json again (after a cut-short run: bench.partial.json) and redraw its PNG."""
     import argparse
