@@ -65,8 +65,9 @@ def snapshot(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def images(snapshot, tmp_path_factory):
-    imagerun.require_podman()
+def images(request, tmp_path_factory):
+    imagerun.require_podman()  # before the snapshot: a machine that cannot build skips at once
+    snapshot = request.getfixturevalue("snapshot")
     command = documented("MODEL_SNAPSHOT=")
     assert command.endswith("bash ci/build-images.sh --push"), command
     log = tmp_path_factory.mktemp("build") / "build.log"
