@@ -7,9 +7,9 @@ autotuning, before serving). While more than one tenant (API key) has sent work 
 ``SHARED_WINDOW_S``, batches keep to the shared limits (``BatchLimits.shared_batch_size``/``_tokens``),
 and a light tenant's batch holds none of a backlogged one's sequences: the forward it waits behind
 stays short. Within one tenant (or without keys) the same holds between requests: a request of at most
-the shared batch size runs next (``fair_queue``: shortest first), and while a backlog waits (a request
-with more than a full batch queued) in a shared-size batch of such short requests; a long request
-alone keeps the full batches.
+the shared batch size runs next (``fair_queue``: shortest first), and while longer requests have a
+full batch or more queued, in a shared-size batch of such short requests; a long request alone keeps
+the full batches.
 """
 
 from __future__ import annotations
@@ -92,11 +92,12 @@ class DeviceBatcher(Batcher):
                     head = [p for p in head if p[0].tenant not in backlogged]
             return shared, head
         # One key (or none): a short request at the head (the fair queue puts it before longer ones of its
-        # key) runs in a short batch of short requests only while a backlog waits (a request with more
-        # than a full batch queued, e.g. a client's 64 sentences); a mix of small ones keeps full batches.
+        # key) runs in a short batch of short requests only, while longer requests have a full batch or
+        # more queued: what it waits behind is a short forward. (Behind a transformer a client's 64
+        # sentences arrive as several calls of ~0.1 s each, so the backlog is counted over requests.)
         short = shared.max_batch_size
-        if head[0][0].queued <= short < limits.max_batch_size and any(
-                p[0].queued > limits.max_batch_size for p in head):
+        if head[0][0].queued <= short < limits.max_batch_size and sum(
+                1 for p in head if p[0].queued > short) >= limits.max_batch_size:
             return shared, [p for p in head if p[0].queued <= short]
         return limits, head
 

@@ -76,6 +76,26 @@ def test_device_batcher_runs_a_single_sentence_next_in_a_short_batch():
     assert sum(map(len, batches.rows)) == 8 * 64 + 1
 
 
+def test_behind_many_small_calls_a_single_sentence_still_gets_a_short_batch():
+    """Behind a transformer a client's 64 sentences reach the predictor as calls of a few sequences each:
+    the backlog is counted over requests, and the one sentence still rides alone in a short batch."""
+    batches = Batches(delay=0.02)
+    batcher = DeviceBatcher(None, batches.execute, BatchLimits(max_batch_size=16, max_delay_ms=0, shared_batch_size=2))
+
+    async def main():
+        calls = [asyncio.ensure_future(batcher.submit(request(k, 8))) for k in range(1, 9)]
+        await asyncio.sleep(0.03)
+        before = len(batches.rows)
+        await batcher.submit(request(SINGLE, 1))
+        await asyncio.gather(*calls)
+        return before
+
+    before = asyncio.run(main())
+    landed = batches.landed()
+    assert landed <= before + 1 and batches.rows[landed] == [SINGLE], batches.rows
+    assert max(map(len, batches.rows)) == 16  # the calls themselves still fill full batches
+
+
 def test_coalescer_sends_a_single_sentence_in_a_call_of_its_own_beside_the_big_ones():
     batches = Batches(delay=0.05)
     batcher = Coalescer(batches.call, BatchLimits(max_batch_size=64, max_delay_ms=0, instances=2))
