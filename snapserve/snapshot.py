@@ -22,9 +22,11 @@ from pathlib import Path
 
 MANIFEST = "snapserve-manifest.json"
 # Everything serving reads; anything else in a snapshot (pickles, a hub's onnx/ folder, READMEs) stays
-# behind. model.onnx at the top is ours (python -m tools.export_onnx): listed, so an unlisted one is refused.
+# behind. model.onnx at the top is ours (python -m tools.export_onnx): listed, so an unlisted one is refused;
+# so are the export's fused and int8 graphs and what it measured of them (onnx-quality.json).
 KEEP = (
-    "config.json", "*.safetensors", "model.safetensors.index.json", "model.onnx",
+    "config.json", "*.safetensors", "model.safetensors.index.json", "model.onnx", "model.fused.onnx",
+    "model.int8.onnx", "onnx-quality.json",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "merges.txt",
     "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json",
     "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",

@@ -4,7 +4,10 @@ of our packages) for its engines table.
 
     python -m tools.bench_engines --model_dir models/all-MiniLM-L6-v2 [--seconds 2] [--device cpu]
 
-Prints one JSON object on its last line.
+Prints one JSON object on its last line. ``--compare onnx,onnx-fused,onnx-int8`` instead compares the
+export's ONNX graphs (issue 24): each one's cosine to torch fp32 over the fixed texts
+(tools/quality_texts.txt, min and mean) and its sentences/s at 1 x 16 tokens, 16 x 16 and 64 of those
+texts (mixed lengths, padded to the longest), the graphs taking turns shape by shape, ``--rounds`` times.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import numpy as np
 
 SHAPES = ((1, 16), (32, 24), (128, 32))  # the issue's table: batch x tokens
 VARIANTS = (("torch", "float32", "none"), ("torch", "bfloat16", "none"), ("torch", "float16", "none"),
-            ("onnx", "float32", "none"), ("onnx", "float32", "int8"))
+            ("onnx", "float32", "none"), ("onnx-fused", "float32", "none"), ("onnx", "float32", "int8"))
+MIXED = "mixed"  # 64 of the fixed texts as they tokenise: mixed lengths in one padded batch
+COMPARE_SHAPES = ((1, 16), (16, 16), (64, MIXED))
 
 
-def sentences_per_s(eng, batch: int, length: int, seconds: float) -> dict:
-    prepared = eng.prepare([np.full(length, 1000 + i % 50, dtype=np.int64) for i in range(batch)])
+def sentences_per_s(eng, batch: int, length: int, seconds: float, sequences=None) -> dict:
+    sequences = sequences or [np.full(length, 1000 + i % 50, dtype=np.int64) for i in range(batch)]
+    prepared = eng.prepare(sequences)
     eng.execute(prepared)
     done, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds or done == 0:
@@ -40,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--seconds", type=float, default=2.0, help="per shape")
     p.add_argument("--shapes", default=",".join(f"{b}x{n}" for b, n in SHAPES), help="BATCHxTOKENS,...")
+    p.add_argument("--compare", default="", help="engine names (onnx,onnx-fused,onnx-int8): cosines over the fixed "
+                   "texts and speeds at 1x16, 16x16, 64 x mixed, interleaved")
+    p.add_argument("--rounds", type=int, default=2, help="with --compare: how many times each graph is timed")
     a = p.parse_args(argv)
+    if a.compare:
+        print(json.dumps(compare(a.model_dir, a.device, a.compare.split(","), a.seconds, a.rounds)))
+        return 0
     shapes = [tuple(int(x) for x in s.split("x")) for s in a.shapes.split(",")]
     reference = engine.load(a.model_dir, device=a.device, engine="torch", dtype="float32")
     probe = precision.probe_sequences(a.model_dir, reference.info)
@@ -72,6 +84,57 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     print(json.dumps({"device": a.device, "rows": rows}))
     return 0
+
+
+def compare(model_dir: Path, device: str, names: list[str], seconds: float, rounds: int) -> dict:
+    """The engines ``names``: cosine to torch fp32 over the fixed texts, and sentences/s at COMPARE_SHAPES,
+    the engines taking turns at each shape in each round (a burst of other load slows them alike)."""
+    from predictor.encoder import engine, precision
+    from snapserve import tokenizer
+    from tools import onnx_variants
+
+    reference = engine.load(model_dir, device=device, engine="torch", dtype="float32")
+    texts = onnx_variants.texts()
+    seqs = tokenizer.TextEncoder(model_dir, reference.info).encode(texts)
+
+    def rows(eng):
+        return np.concatenate([eng.execute(eng.prepare(seqs[i:i + 16])) for i in range(0, len(seqs), 16)])
+
+    expected, out = rows(reference), {"device": device, "texts": len(texts), "engines": {}, "rounds": []}
+    engines = {}
+    for name in names:
+        try:
+            engines[name] = engine.load(model_dir, device=device, engine=name)
+        except Exception as exc:  # noqa: BLE001 - a graph the snapshot lacks is a line, not a failed bench
+            out["engines"][name] = {"error": str(exc).splitlines()[0][:160]}
+            continue
+        cos = precision.cosine(expected, rows(engines[name]))
+        out["engines"][name] = {"dtype": engines[name].describe()["dtype"], "cosine_min": round(float(cos.min()), 6),
+                                "cosine_mean": round(float(cos.mean()), 6)}
+    mixed = seqs[:64]
+    out["mixed_tokens"] = [min(len(s) for s in mixed), max(len(s) for s in mixed)]
+    for rnd in range(rounds):
+        for batch, length in COMPARE_SHAPES:
+            for name, eng in engines.items():
+                got = sentences_per_s(eng, batch, 0 if length == MIXED else length, seconds,
+                                      mixed if length == MIXED else None)
+                out["rounds"].append({"round": rnd + 1, "engine": name, **got, "tokens": length})
+    for line in compare_lines(out):
+        print(line)
+    return out
+
+
+def compare_lines(out: dict) -> list[str]:
+    lines = [f"cosine to torch fp32 over {out['texts']} fixed texts (min / mean):"]
+    for name, about in out["engines"].items():
+        lines.append(f"  {name:<12} " + (f"unavailable: {about['error']}" if "error" in about else
+                                        f"{about['dtype']:<8} {about['cosine_min']:.6f} / {about['cosine_mean']:.6f}"))
+    lines.append(f"sentences/s in-process ({out['device']}; mixed: {out['mixed_tokens'][0]}-{out['mixed_tokens'][1]} "
+                 "tokens, padded to the longest):")
+    for r in out["rounds"]:
+        lines.append(f"  round {r['round']} {r['batch']:>3} x {r['tokens']!s:<6} {r['engine']:<12} "
+                     f"{r['sentences_per_s']:>8.1f}/s ({r['ms']:.1f} ms)")
+    return lines
 
 
 def _int8_rows(model_dir: Path, device: str, probe) -> np.ndarray:

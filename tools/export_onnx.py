@@ -8,6 +8,22 @@ axes are dynamic. The export is checked against torch fp32 on fixed sentences (c
 before it is kept, and the snapshot's SHA-256 manifest is rewritten to list it. A causal LM (task
 ``generate``) has no such graph: its engine runs torch, so the tool says so in one line, writes nothing
 and succeeds (the predictor image's build runs it on every snapshot).
+
+Beside it, for BERT-family encoders, two more candidates for the engine race (predictor/encoder/onnx.py):
+
+- ``model.fused.onnx``: ONNX Runtime's transformer optimizer fuses attention, the embedding and skip
+  LayerNorms and bias-GELU. It matches the TorchScript exporter's graph of eager attention (the dynamo
+  graph above fuses only bias-GELU), so that graph is exported for it. ``opt_level`` 1 (ONNX Runtime's
+  basic, hardware-independent rewrites) keeps the file portable: 2 and 99 may save kernels or layouts
+  for this CPU or execution provider, and the serving session applies those on its own CPU anyway.
+  Kept at cosine >= 0.9999 against torch fp32 over the fixed texts (tools/quality_texts.txt); the
+  steps are in tools/onnx_variants.py.
+- ``model.int8.onnx``: the MatMuls in int8, weights per channel (embeddings, LayerNorms and pooling stay
+  fp32): dynamic quantisation first, else static with activation ranges calibrated on half of the texts.
+  Written only when it keeps cosine >= 0.995 against fp32 on every one of the texts.
+
+What was measured (each graph's min and mean cosine, the gate, why a graph was not written) goes to
+``onnx-quality.json``, listed in the manifest; the predictor logs it at start.
 """
 
 from __future__ import annotations
@@ -25,12 +41,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from predictor.encoder import heads, precision
+from predictor.encoder import heads, onnx as engine_onnx, precision
 from snapserve import metadata, snapshot
 from snapserve.metadata import SnapshotInvalid
 
-FILE = "model.onnx"
+FILE = engine_onnx.FILE
+FUSED, INT8, QUALITY = engine_onnx.FUSED_FILE, engine_onnx.INT8_FILE, engine_onnx.QUALITY_FILE
 MIN_COSINE = 0.9999
+MIN_INT8_COSINE = engine_onnx.MIN_INT8_COSINE
+
 # What the exporter says on every successful export of these models, none of it actionable here: no
 # torchvision (we export no vision ops), pytree's deprecation notice, and that dynamic axes named
 # alike for each input collapse into one name each. Errors still raise; other warnings still show.
@@ -60,8 +79,10 @@ def skip_reason(src: Path) -> str | None:
     return None
 
 
-def export(src: Path, opset: int | None = None) -> dict:
-    """Export, check and list ``src/model.onnx``; returns what was measured."""
+def export(src: Path, opset: int | None = None, variants: bool = True,
+           int8_gate: float = MIN_INT8_COSINE) -> dict:
+    """Export, check and list ``src/model.onnx`` and, with ``variants``, the fused and int8 graphs;
+    returns what was measured."""
     import onnxruntime as ort
     import transformers
 
@@ -90,7 +111,12 @@ def export(src: Path, opset: int | None = None) -> dict:
         if cosine < MIN_COSINE:
             raise SnapshotInvalid(f"{FILE} disagrees with torch fp32: cosine {cosine:.6f} < {MIN_COSINE}")
         _list(src, out)
-    return {"file": str(src / FILE), "cosine": cosine, "inputs": names, "bytes": (src / FILE).stat().st_size}
+    result = {"file": str(src / FILE), "cosine": cosine, "inputs": names, "bytes": (src / FILE).stat().st_size}
+    if variants:
+        from tools import onnx_variants
+
+        result["graphs"] = onnx_variants.write(src, wrapped, info, names, example, int8_gate)
+    return result
 
 
 def _check(wrapped, path: Path, src: Path, info, names: list[str], ort) -> float:
@@ -106,20 +132,34 @@ def _check(wrapped, path: Path, src: Path, info, names: list[str], ort) -> float
 
 
 def _list(src: Path, tmp_file: Path) -> None:
-    """Move the checked file in and add its SHA-256 to the manifest (written first, then the file:
-    a start in between fails loudly on a listed-but-missing file rather than serving an unlisted one)."""
+    """Move the checked file in (under its own name) and add its SHA-256 to the manifest (written first,
+    then the file: a start in between fails loudly on a listed-but-missing file rather than serving an
+    unlisted one)."""
     manifest = src / snapshot.MANIFEST
     if manifest.is_file():  # no manifest, nothing verified: one listing only model.onnx would refuse the rest
         data = json.loads(manifest.read_text())
-        data["files"][FILE] = snapshot.sha256(tmp_file)
+        data["files"][tmp_file.name] = snapshot.sha256(tmp_file)
         manifest.write_text(json.dumps(data, indent=1) + "\n")
-    tmp_file.replace(src / FILE)
+    tmp_file.replace(src / tmp_file.name)
+
+
+def _unlist(src: Path, name: str) -> None:
+    """Remove ``name`` and its manifest entry (file first: a start in between finds it missing, never
+    serves it unlisted): a re-export whose graph failed its check leaves no older one behind."""
+    (src / name).unlink(missing_ok=True)
+    manifest = src / snapshot.MANIFEST
+    if manifest.is_file():
+        data = json.loads(manifest.read_text())
+        if data["files"].pop(name, None) is not None:
+            manifest.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.export_onnx", description=__doc__.splitlines()[0])
     p.add_argument("--src", type=Path, required=True, help="a snapshot folder (written by python -m snapserve.snapshot)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--no-variants", dest="variants", action="store_false",
+                   help=f"only {FILE}: no {FUSED}, no {INT8}")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bar in a build log
     import transformers
@@ -132,12 +172,19 @@ def main(argv: list[str] | None = None) -> int:
         if skipped:
             print(f"export_onnx: skipped: {skipped}")
             return 0
-        result = export(a.src, a.opset)
+        result = export(a.src, a.opset, a.variants)
     except (SnapshotInvalid, snapshot.SnapshotError, OSError) as exc:
         print(f"export_onnx: {exc}", file=sys.stderr)
         return 1
     print(f"export_onnx: {result['file']} ({result['bytes'] / 2**20:.1f} MiB, inputs {', '.join(result['inputs'])}, "
           f"cosine {result['cosine']:.6f} against torch fp32; listed in {snapshot.MANIFEST})")
+    for name, about in result.get("graphs", {}).items():
+        if name == FILE:
+            continue
+        figures = (f"cosine min {about['cosine_min']:.6f}, mean {about['cosine_mean']:.6f} against torch fp32 over "
+                   f"{about['texts']} texts" if "cosine_min" in about else "")
+        print(f"export_onnx: {a.src / name}: " + (f"written ({figures})" if about.get("written") else
+              f"not written: {about.get('why', '')}" + (f" ({figures})" if figures else "")))
     return 0
 
 

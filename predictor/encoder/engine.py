@@ -216,7 +216,7 @@ def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str =
     info = metadata.read(model_dir, task, max_length)
     known = cache.get("engine") if engine == "auto" and cache is not None else None
     split = engine_split.parse(known) if isinstance(known, str) else None
-    if known in ("torch", "onnx") or split:
+    if known in ("torch", "onnx", "onnx-fused", "onnx-int8") or split:
         def one(name: str):
             return load(model_dir, task, device, dtype, instances, cpu_threads, max_length, name, compile, quantize,
                         cpu_bf16)
@@ -224,20 +224,21 @@ def load(model_dir: Path, task: str = "auto", device: str = "auto", dtype: str =
         picked = engine_split.SplitEngine(one(split[0]), one(split[1]), split[2]) if split else one(known)
         log.info("engine auto: %s (measured faster at an earlier start, %s)", known, cache.path)
         return picked
-    if engine == "torch" and quantize != "none":
+    if engine == "torch" and quantize == "int8":
         raise SnapshotInvalid(f"--quantize {quantize} needs --engine onnx (or auto)")
-    if engine == "onnx" and (compile or dtype not in ("auto", "float32")):
+    if engine.startswith("onnx") and (compile or dtype not in ("auto", "float32")):
         raise SnapshotInvalid("--engine onnx runs float32 (or --quantize int8); --dtype and --compile are torch's")
-    if engine == "onnx" or quantize != "none":
+    if engine.startswith("onnx") or quantize == "int8":  # onnx-fused, onnx-int8: what the race or the cache named
         from predictor.encoder import onnx as engine_onnx
 
-        return engine_onnx.OnnxEngine(model_dir, info, device, instances, cpu_threads, quantize)
+        return engine_onnx.OnnxEngine(model_dir, info, device, instances, cpu_threads, quantize,
+                                      engine if engine.startswith("onnx") else "onnx")
     torch_engine = TorchEngine(model_dir, info, device, dtype, instances, cpu_threads, compile, cpu_bf16)
     if engine == "torch" or compile or dtype not in ("auto", "float32"):
         return torch_engine
     from predictor.encoder import onnx as engine_onnx
 
-    picked = engine_onnx.fastest(torch_engine, model_dir, info, instances, cpu_threads)
+    picked = engine_onnx.fastest(torch_engine, model_dir, info, instances, cpu_threads, quantize)
     if cache is not None:
         cache.put("engine", picked.describe()["engine"])
     return picked

@@ -3,13 +3,20 @@ the image is built by ``python -m tools.export_onnx``) on the CPU execution prov
 when the installed onnxruntime has it.
 
 On a small CPU ONNX Runtime beats eager torch at batch one (fewer, fused kernels); torch bf16 wins
-on large batches where the CPU has bf16. ``fastest`` measures both at warm-up and keeps one.
-Dynamic int8 (``--quantize int8``) is quantised at start and kept only if it passes the same
-quality check as bf16 (it did not for all-MiniLM-L6-v2: cosine 0.86).
+on large batches where the CPU has bf16. ``fastest`` measures them at warm-up and keeps one.
+
+The export may write two more graphs beside ``model.onnx``, each its own candidate in the race:
+``model.fused.onnx`` (``onnx-fused``: ONNX Runtime's transformer optimizer fused attention, the
+skip/embedding LayerNorms and bias-GELU; checked at cosine >= 0.9999) and ``model.int8.onnx``
+(``onnx-int8``: MatMuls in int8, written only when it kept cosine >= 0.995 against fp32 on a fixed set
+of texts; the figure is in ``onnx-quality.json`` and logged at start). ``--quantize none`` keeps int8
+out of the race; ``--quantize int8`` serves it (quantised at start behind the same check when the
+snapshot has no ``model.int8.onnx``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
@@ -26,6 +33,12 @@ from snapserve.metadata import ModelInfo, SnapshotInvalid
 log = logging.getLogger("snapserve.predictor")
 
 FILE = "model.onnx"
+FUSED_FILE = "model.fused.onnx"
+INT8_FILE = "model.int8.onnx"
+QUALITY_FILE = "onnx-quality.json"  # what the export measured of each graph (python -m tools.export_onnx)
+# the engine names the race and the tuning cache use -> the graph each runs
+GRAPHS = {"onnx": FILE, "onnx-fused": FUSED_FILE, "onnx-int8": INT8_FILE}
+MIN_INT8_COSINE = 0.995  # int8 moves every row a little: its own gate, looser than bf16's 0.999
 # The shapes ``fastest`` compares the engines on: a single sentence and a full CPU batch.
 RACE = ((1, 16), (4, 16), (8, 32), (32, 32))  # 16 to 1,024 tokens: where the winner changes, if it does
 
@@ -47,17 +60,20 @@ class OnnxEngine:
     the whole CPU budget, which concurrent runs share."""
 
     def __init__(self, model_dir: Path, info: ModelInfo, device: str = "auto", instances: int = 1,
-                 cpu_threads: int = 0, quantize: str = "none"):
+                 cpu_threads: int = 0, quantize: str = "none", graph: str = "onnx"):
         self.model_dir, self.info, self.instances = Path(model_dir), info, instances
-        path = self.model_dir / FILE
+        if quantize == "int8" and graph == "onnx" and (self.model_dir / INT8_FILE).is_file():
+            graph = "onnx-int8"  # gated at export on more texts than the start-up probe holds
+        self.name = graph
+        path = self.model_dir / GRAPHS[graph]
         if not path.is_file():
-            raise SnapshotInvalid(f"no {FILE} in {self.model_dir}: write it with "
+            raise SnapshotInvalid(f"no {path.name} in {self.model_dir}: write it with "
                                   f"`python -m tools.export_onnx --src {self.model_dir}` (or use --engine torch)")
         self.providers = providers(device)
         self.threads = threads_per_instance(cpu_threads, 1)
-        self.dtype = "float32"
+        self.dtype = "int8" if graph == "onnx-int8" else "float32"
         self.session = self._session(path)
-        if quantize == "int8":
+        if quantize == "int8" and graph == "onnx":
             self._int8(path)
 
     def _session(self, path: Path):
@@ -85,23 +101,23 @@ class OnnxEngine:
         return session
 
     def _int8(self, path: Path) -> None:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization import quantize_dynamic
 
         probe = self.prepare(precision.probe_sequences(self.model_dir, self.info))
         reference = self.execute(probe)
         fp32 = self.session
         with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "model.int8.onnx"
-            quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8)
+            out = Path(tmp) / INT8_FILE
+            quantize_dynamic(str(path), str(out), **int8_options())
             self.session = self._session(out)  # the session holds the weights; the file may go
-        ok, _ = precision.choose(lambda: reference, lambda: self.execute(probe), "onnx dynamic int8")
+        ok, _ = precision.choose(lambda: reference, lambda: self.execute(probe), "onnx dynamic int8", MIN_INT8_COSINE)
         if ok:
             self.dtype = "int8"
         else:
             self.session = fp32
 
     def describe(self) -> dict:
-        return {"engine": "onnx", "device": "cuda" if self.providers[0].startswith("CUDA") else "cpu",
+        return {"engine": self.name, "device": "cuda" if self.providers[0].startswith("CUDA") else "cpu",
                 "dtype": self.dtype, "width": self.info.width, "task": self.info.task,
                 "provider": self.providers[0], "threads": self.threads}
 
@@ -128,6 +144,37 @@ class OnnxEngine:
 
         free, total = torch.cuda.mem_get_info()
         return total - free, total
+
+
+def int8_options() -> dict:
+    """How MatMuls become int8 (``quantize_dynamic``/``quantize_static`` keywords): weights per output
+    channel, only MatMuls, so the embeddings (Gather), the LayerNorms and the pooling stay fp32."""
+    from onnxruntime.quantization import QuantType
+
+    # DefaultTensorType: the fused graph's contrib ops (Attention, SkipLayerNormalization) defeat ONNX's
+    # shape inference, and the quantiser needs each MatMul output's type; they are all float32
+    return {"per_channel": True, "op_types_to_quantize": ["MatMul"], "weight_type": QuantType.QInt8,
+            "extra_options": {"DefaultTensorType": 1}}
+
+
+def quality(model_dir: Path) -> dict:
+    """What the export measured of each graph (``onnx-quality.json``), or {} when it wrote none."""
+    try:
+        return json.loads((Path(model_dir) / QUALITY_FILE).read_text()).get("graphs", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def candidates(model_dir: Path, quantize: str = "auto") -> list[str]:
+    """The ONNX graphs ``--engine auto`` races beside torch: each file the snapshot has, int8 only when
+    the export recorded its gate passed and ``--quantize`` is not ``none``."""
+    model_dir = Path(model_dir)
+    names = [name for name, file in GRAPHS.items() if (model_dir / file).is_file()]
+    if "onnx-int8" in names:
+        gate = quality(model_dir).get(INT8_FILE, {})
+        if quantize == "none" or not gate.get("written") or not gate.get("cosine_min", 0) >= MIN_INT8_COSINE:
+            names.remove("onnx-int8")
+    return names
 
 
 def race(engines: dict, shapes=RACE, repeats: int = 5, clock=time.perf_counter) -> dict[str, list[float]]:
@@ -160,30 +207,46 @@ def pick(times: dict[str, list[float]], first: str = "torch") -> str:
     return min(score, key=lambda name: (score[name], name != first))
 
 
-def fastest(torch_engine, model_dir: Path, info: ModelInfo, instances: int, cpu_threads: int):
-    """``--engine auto``: torch (its dtype already chosen) or ONNX Runtime fp32, whichever is faster
-    over ``RACE`` (``race``, ``pick``); ONNX only where ``model.onnx`` exists and runs on this device."""
+def fastest(torch_engine, model_dir: Path, info: ModelInfo, instances: int, cpu_threads: int,
+            quantize: str = "auto"):
+    """``--engine auto``: torch (its dtype already chosen) or one of the snapshot's ONNX graphs
+    (``candidates``: fp32, fused, int8), whichever is faster over ``RACE`` (``race``, ``pick``); a graph
+    runs only where it loads on this device and agrees with torch on the probe."""
     device = torch_engine.describe()["device"]
-    if not (Path(model_dir) / FILE).is_file():
+    names = candidates(model_dir, quantize)
+    if not names:
         log.info("engine auto: torch (no %s in the snapshot)", FILE)
         return torch_engine
-    try:
-        onnx = OnnxEngine(model_dir, info, "cuda" if device.startswith("cuda") else "cpu", instances, cpu_threads)
-    except (SnapshotInvalid, ImportError) as exc:  # ImportError: an image without onnxruntime
-        log.info("engine auto: torch (onnx unusable here: %s)", exc)
+    measured = quality(model_dir)
+    for file, about in measured.items():
+        if "cosine_min" in about:
+            log.info("onnx export quality: %s against fp32 on %s texts: cosine min %.6f, mean %.6f%s", file,
+                     about.get("texts", "?"), about["cosine_min"], about.get("cosine_mean", float("nan")),
+                     "" if about.get("written", True) else f" (gate {about.get('gate')}: not written)")
+    reference = torch_engine.execute(torch_engine.prepare(precision.probe_sequences(model_dir, info)))
+    engines = {"torch": torch_engine}
+    for name in names:
+        try:
+            eng = OnnxEngine(model_dir, info, "cuda" if device.startswith("cuda") else "cpu", instances, cpu_threads,
+                             graph=name)
+        except (SnapshotInvalid, ImportError) as exc:  # ImportError: an image without onnxruntime
+            log.info("engine race: without %s (unusable here: %s)", name, exc)
+            continue
+        # each graph against torch on this CPU: int8's kernels differ by instruction set (VNNI or not)
+        ok, worst = precision.check(reference, eng.execute(eng.prepare(precision.probe_sequences(model_dir, info))),
+                                    MIN_INT8_COSINE if eng.dtype == "int8" else precision.MIN_COSINE)
+        if ok:
+            engines[name] = eng
+        else:
+            log.warning("engine race: without %s (disagrees with torch: cosine %.6f)", name, worst)
+    if len(engines) == 1:
         return torch_engine
-    ok, worst = precision.check(torch_engine.execute(torch_engine.prepare(precision.probe_sequences(model_dir, info))),
-                                onnx.execute(onnx.prepare(precision.probe_sequences(model_dir, info))))
-    if not ok:
-        log.warning("engine auto: torch (onnx disagrees with torch: cosine %.6f)", worst)
-        return torch_engine
-    engines = {"torch": torch_engine, "onnx": onnx}
     times = race(engines)
     split = engine_split.split_point(times, RACE)
     picked = engine_split.SplitEngine(engines[split[0]], engines[split[1]], split[2]) if split else \
         engines[pick(times)]
-    dtypes = {"torch": torch_engine.describe()["dtype"], "onnx": onnx.dtype}
     log.info("engine auto: %s (%s)", picked.describe()["engine"], "; ".join(
-        f"{name} {dtypes[name]}: " + ", ".join(f"{b}x{n} {t * 1e3:.1f} ms" for (b, n), t in zip(RACE, ts, strict=True))
+        f"{name} {engines[name].describe()['dtype']}: " + ", ".join(
+            f"{b}x{n} {t * 1e3:.1f} ms" for (b, n), t in zip(RACE, ts, strict=True))
         for name, ts in times.items()))
     return picked
