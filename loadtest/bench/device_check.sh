@@ -4,7 +4,8 @@
 # On the GPU machine, first build what it needs here: ../shared/tools/device-pack --out .carry (kserve's
 # wheels and the fp16 model; this script installs .carry/whl into /tmp/site itself), then carry .carry.
 #
-# It runs: the engines in-process (torch fp32/bf16/fp16, peak GPU memory), then through the servers
+# It runs: the engines in-process (torch fp32/bf16/fp16, peak GPU memory), the 256-client point cold (right
+# after each server starts), then through the servers
 # baseline B, snapserve (defaults: engine, dtype and batch limits auto), fp16, and bf16 compiled
 # (--compile; warm-up compiles every length bucket before ready), each at c = 1 / 64 / 256 single
 # sentences and client batches of 64, with GPU memory sampled by nvidia-smi all along. --device cpu
@@ -90,20 +91,27 @@ fi
 
 if [ "$quick" = 1 ]; then
   seconds=0.3 shapes=1x16,8x24 conc=1 bconc=1 duration=2 warmup=0.5
-  targets=b,snapserve,engine-torch-fp32
+  targets=b,snapserve,engine-torch-fp32 cold_targets=snapserve cold_conc=4
 else
   seconds=1 shapes=1x16,32x24,128x32,1024x32 conc=1,64,256 bconc=1,64,256 duration=4 warmup=1
-  targets=b,snapserve,engine-torch-fp16,engine-torch-bf16-compiled
+  targets=b,snapserve,engine-torch-fp16,engine-torch-bf16-compiled cold_targets=b,snapserve cold_conc=256
 fi
 [ "$device" = cpu ] && [ "$quick" = 0 ] && targets=b,snapserve,engine-torch-fp32,engine-torch-bf16
 
 run engines 150 "$PY" -m tools.bench_engines --model_dir "$model" --device "$device" --seconds "$seconds" \
   --shapes "$shapes"
 tail -n 1 "$out/logs/engines.log" >"$out/engines.json"
+run generate 180 "$PY" -m tools.bench_generate --device "$device" $([ "$quick" = 1 ] && echo --quick) && grep -E "^(generation|  generate)" "$out/logs/generate.log" || true  # issue 22: tokens/s, TTFT, ITL, peak GPU memory at 1/32/128 requests
 
 # --max_length 128 for every target: fewer length buckets for --compile to warm (texts are short anyway)
 # a step that fails or runs out of time still reports the points it measured (bench.partial.json)
-servers_failed=""
+servers_failed="" cold_failed=""
+# The 256-client point cold: each target freshly started, 256 single-sentence clients at once with no
+# load before (--warmup 0). The GPU run of issue 24 collapsed there (27 req/s, servers idle) on shapes
+# warm-up had not run; the servers step below measures it again warm, after the 1- and 64-client points.
+(run cold 150 "$PY" -m loadtest.bench --device "$device" --model_dir "$model" --targets "$cold_targets" \
+  --no-engines --no-limit --no-peak --concurrency "$cold_conc" --sentences 1 --duration "$duration" --warmup 0 \
+  --predictor_args "--max_length 128" --out "$out/cold") || cold_failed=1
 (run servers $(( $(left) - 15 )) "$PY" -m loadtest.bench --device "$device" --model_dir "$model" --targets "$targets" \
   --no-engines --no-limit --concurrency "$conc" --batch_concurrency "$bconc" --sentences 1,64 \
   --duration "$duration" --warmup "$warmup" --predictor_args "--max_length 128" --out "$out") || servers_failed=1
@@ -139,6 +147,14 @@ for r in bench["rows"]:
     p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.1f}"
     print(f"  {r['target']:<38} x{r['sentences_per_request']:<7} {r['concurrency']:>4} {r['req_per_s']:>9.1f} "
           f"{r['sentences_per_s']:>9.1f} {p50:>7} {p99:>7} {r['errors']:>5} {x:>6}")
+cold = out / "cold" / "bench.json"
+if cold.is_file():  # the same point warm is the servers step's row at that concurrency
+    for r in json.loads(cold.read_text())["rows"]:
+        warm = next((w for w in bench["rows"] if (w["target"], w["sentences_per_request"], w["concurrency"]) ==
+                     (r["target"], 1, r["concurrency"])), None)
+        print(f"  {r['target']:<38} cold: {r['concurrency']} clients right after start {r['req_per_s']:.1f} req/s "
+              f"p99 {r['p99_ms'] or 0:.1f} ms, errors {r['errors']}"
+              + (f"; warm {warm['req_per_s']:.1f} req/s p99 {warm['p99_ms'] or 0:.1f} ms" if warm else ""))
 mem = out / "gpu-memory.csv"
 if mem.is_file() and mem.stat().st_size:
     used = [float(row[1]) for row in csv.reader(mem.open()) if len(row) > 2 and row[1].strip()]
@@ -151,4 +167,5 @@ if empty:
 print(f"  errors: {errors}")
 PY
 [ -z "$servers_failed" ] || { step=servers; fail "see the partial table above"; }
+[ -z "$cold_failed" ] || { step=cold; fail "the cold point did not finish"; }
 echo "device check done in $(( $(date +%s) - started )) s; logs and bench.json under $out"
