@@ -1,4 +1,4 @@
-"""loadtest/bench/device_check.sh's CPU dry run: the same steps as on a GPU machine, small; and a failing
+"""loadtest/bench/device_check.sh's CPU dry run: the same steps as on a GPU machine (the cold point included), small; and a failing
 step fails loudly, naming itself."""
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ def test_cpu_dry_run_prints_the_table(tmp_path, model_dir):
     engines = json.loads((tmp_path / "engines.json").read_text())
     assert {row["variant"] for row in engines["rows"]} >= {"torch float32", "torch bfloat16", "onnx float32"}
     assert "device check on cpu" in r.stdout and "vs B" in r.stdout and "device check done" in r.stdout
+    cold = json.loads((tmp_path / "cold" / "bench.json").read_text())  # right after start, then warm
+    assert [(row["target"], row["errors"]) for row in cold["rows"]] == [("snapserve", 0)] and cold["rows"][0]["requests"]
+    assert "cold: 4 clients right after start" in r.stdout and "; warm " not in r.stdout  # quick: no warm 4
 
 
 def test_a_failing_step_fails_loudly(tmp_path):
