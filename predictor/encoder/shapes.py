@@ -10,7 +10,10 @@ batcher can form under the tuned limits, and autotune runs each once before the 
 
 A CPU keeps exact shapes: MKL's fp32 kernels have no per-shape set-up to warm, oneDNN's bf16 kernel
 cache is bounded (precision.KERNEL_CACHE_ENTRIES) and a miss costs a few ms once, while padding would
-cost its share of every forward on a device that is compute-bound at every batch size.
+cost its share of every forward on a device that is compute-bound at every batch size. Warming is not
+what rules it out: the 41 shapes of this box's limits (16 sequences, 256 tokens, max_length 256) took
+7.4 s an instance, torch fp32 on 2 shared AMD EPYC cores; a GPU's (512 x 32,768, max_length 128) are
+125 shapes of a few ms each.
 """
 
 from __future__ import annotations
