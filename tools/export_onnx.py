@@ -111,11 +111,17 @@ def export(src: Path, opset: int | None = None, variants: bool = True,
         if cosine < MIN_COSINE:
             raise SnapshotInvalid(f"{FILE} disagrees with torch fp32: cosine {cosine:.6f} < {MIN_COSINE}")
         _list(src, out)
-    result = {"file": str(src / FILE), "cosine": cosine, "inputs": names, "bytes": (src / FILE).stat().st_size}
-    if variants:
-        from tools import onnx_variants
+        result = {"file": str(src / FILE), "cosine": cosine, "inputs": names, "bytes": (src / FILE).stat().st_size}
+        if variants:
+            from tools import onnx_variants
 
-        result["graphs"] = onnx_variants.write(src, wrapped, info, names, example, int8_gate)
+            result["graphs"] = onnx_variants.write(src, wrapped, info, names, example, int8_gate, Path(tmp))
+            for name in (FUSED, INT8):
+                if result["graphs"][name]["written"]:
+                    _list(src, Path(tmp) / name)
+                else:  # a graph that failed its check leaves no older one behind
+                    _unlist(src, name)
+            _list(src, Path(tmp) / QUALITY)
     return result
 
 

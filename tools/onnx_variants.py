@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -39,11 +38,12 @@ def texts() -> list[str]:
     return [line for line in TEXTS.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def write(src: Path, wrapped, info, names: list[str], example: tuple, gate: float) -> dict:
-    """Write, check and list the fused and int8 graphs of ``src``; returns ``onnx-quality.json``'s graphs."""
+def write(src: Path, wrapped, info, names: list[str], example: tuple, gate: float, tmp: Path) -> dict:
+    """Write the fused and int8 graphs of ``src`` that pass their checks, and ``onnx-quality.json``, into
+    ``tmp`` (the export lists and moves them); returns the quality file's graphs."""
     import onnxruntime as ort
 
-    src = Path(src)
+    src, tmp = Path(src), Path(tmp)
     seqs = tokenizer.TextEncoder(src, info).encode(texts())
     batches = [seqs[i:i + BATCH] for i in range(0, len(seqs), BATCH)]
 
@@ -66,33 +66,25 @@ def write(src: Path, wrapped, info, names: list[str], example: tuple, gate: floa
         return {"cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6),
                 "texts": len(seqs)}
 
-    from tools import export_onnx
-
     graphs = {engine_onnx.FILE: {"written": True, **measure(src / engine_onnx.FILE)}}
-    with tempfile.TemporaryDirectory(dir=src) as tmp:
-        tmp = Path(tmp)
-        fused = tmp / engine_onnx.FUSED_FILE
-        about = _fuse(src, wrapped, info, names, example, fused)
-        if fused.is_file():
-            about.update(measure(fused))
-            if not about["cosine_min"] >= MIN_FUSED_COSINE:
-                about["why"] = f"cosine {about['cosine_min']} < {MIN_FUSED_COSINE} against torch fp32"
-        about["written"] = fused.is_file() and "why" not in about
-        graphs[engine_onnx.FUSED_FILE] = about
-        # int8 from the fused graph when there is one: its attention stays one fp32 kernel
-        source = fused if about["written"] else src / engine_onnx.FILE
-        int8 = _int8(source, tmp, measure, gate, [feeds([s], [*names]) for s in seqs[1::2]])
-        graphs[engine_onnx.INT8_FILE] = int8
-        for name, written in ((engine_onnx.FUSED_FILE, about["written"]), (engine_onnx.INT8_FILE, int8["written"])):
-            if written:
-                export_onnx._list(src, tmp / name)
-            else:
-                log.warning("%s not written: %s", name, graphs[name].get("why"))
-                export_onnx._unlist(src, name)
-        quality = tmp / engine_onnx.QUALITY_FILE
-        quality.write_text(json.dumps({"reference": "torch fp32 forward of the same weights", "texts_file": TEXTS.name,
-                                       "batch": BATCH, "graphs": graphs}, indent=1) + "\n")
-        export_onnx._list(src, quality)
+    fused = tmp / engine_onnx.FUSED_FILE
+    about = _fuse(src, wrapped, info, names, example, fused)
+    if fused.is_file():
+        about.update(measure(fused))
+        if not about["cosine_min"] >= MIN_FUSED_COSINE:
+            about["why"] = f"cosine {about['cosine_min']} < {MIN_FUSED_COSINE} against torch fp32"
+            fused.unlink()
+    about["written"] = fused.is_file()
+    graphs[engine_onnx.FUSED_FILE] = about
+    # int8 from the fused graph when there is one: its attention stays one fp32 kernel
+    source = fused if about["written"] else src / engine_onnx.FILE
+    graphs[engine_onnx.INT8_FILE] = _int8(source, tmp, measure, gate, [feeds([s], names) for s in seqs[1::2]])
+    for name in (engine_onnx.FUSED_FILE, engine_onnx.INT8_FILE):
+        if not graphs[name]["written"]:
+            log.warning("%s not written: %s", name, graphs[name].get("why"))
+    (tmp / engine_onnx.QUALITY_FILE).write_text(json.dumps(
+        {"reference": "torch fp32 forward of the same weights", "texts_file": TEXTS.name, "batch": BATCH,
+         "graphs": graphs}, indent=1) + "\n")
     return graphs
 
 

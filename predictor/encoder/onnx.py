@@ -62,8 +62,6 @@ class OnnxEngine:
     def __init__(self, model_dir: Path, info: ModelInfo, device: str = "auto", instances: int = 1,
                  cpu_threads: int = 0, quantize: str = "none", graph: str = "onnx"):
         self.model_dir, self.info, self.instances = Path(model_dir), info, instances
-        if quantize == "int8" and graph == "onnx" and (self.model_dir / INT8_FILE).is_file():
-            graph = "onnx-int8"  # gated at export on more texts than the start-up probe holds
         self.name = graph
         path = self.model_dir / GRAPHS[graph]
         if not path.is_file():
@@ -101,18 +99,24 @@ class OnnxEngine:
         return session
 
     def _int8(self, path: Path) -> None:
+        """``--quantize int8``: the export's ``model.int8.onnx`` (gated on 72 texts) or, without one, dynamic
+        int8 quantised now; either is kept only if it passes the start-up check on this CPU."""
         from onnxruntime.quantization import quantize_dynamic
 
         probe = self.prepare(precision.probe_sequences(self.model_dir, self.info))
         reference = self.execute(probe)
-        fp32 = self.session
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / INT8_FILE
-            quantize_dynamic(str(path), str(out), **int8_options())
-            self.session = self._session(out)  # the session holds the weights; the file may go
-        ok, _ = precision.choose(lambda: reference, lambda: self.execute(probe), "onnx dynamic int8", MIN_INT8_COSINE)
+        fp32, gated = self.session, self.model_dir / INT8_FILE
+        if gated.is_file():
+            self.session, name = self._session(gated), f"onnx int8 ({INT8_FILE}, gated at export)"
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / INT8_FILE
+                quantize_dynamic(str(path), str(out), **int8_options())
+                self.session, name = self._session(out), "onnx dynamic int8"  # the session holds the weights
+        ok, _ = precision.choose(lambda: reference, lambda: self.execute(probe), name, MIN_INT8_COSINE)
         if ok:
             self.dtype = "int8"
+            self.name = "onnx-int8" if gated.is_file() else self.name
         else:
             self.session = fp32
 
