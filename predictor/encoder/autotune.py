@@ -189,7 +189,7 @@ def warm_shapes(engine, batcher, device: str, max_batch_size: int, max_batch_tok
     if kind(device) != "cuda" or not hasattr(engine, "fix_shapes"):
         return []
     plan = shapes.ShapePlan.for_limits(max_batch_size, max_batch_tokens, max_length)
-    # one buffer per shape for each instance's running batch and one for the batch prepared ahead
+    # a buffer per shape for each instance's running batch, and one for a batch prepared ahead of a free instance
     plan = engine.fix_shapes(plan, batcher.limits.instances + 1) or plan
     started = time.monotonic()
     done = batcher.on_each_instance(lambda k: shapes.warm(lambda b, n: engine_timing(engine, k)(b, n), plan))

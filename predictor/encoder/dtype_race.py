@@ -77,7 +77,7 @@ def run(engine) -> None:
     models = {FP32: fp32}
     for name in names:
         model = copy.deepcopy(fp32).to(getattr(torch, name)).eval()
-        ok, _ = precision.choose(lambda: reference, lambda: engine.run(model, probe), name)
+        ok, _ = precision.choose(lambda: reference, lambda m=model: engine.run(m, probe), name)
         if ok:
             models[name] = model
         else:
