@@ -82,6 +82,9 @@ GEN_RUNNING = Gauge("snapserve_num_requests_running", "Generation requests in th
 GEN_WAITING = Gauge("snapserve_num_requests_waiting", "Generation requests admitted and waiting for the batch")
 GEN_KV_USAGE = Gauge("snapserve_kv_cache_usage_perc", "Share of the paged KV cache in use (1 = full)")
 GEN_PREEMPTIONS = Counter("snapserve_num_preemptions", "Requests taken out of the batch for lack of KV blocks")
+# vLLM's vllm:prefix_cache_queries / _hits, in tokens: prompt tokens looked up in the shared KV blocks, and found
+GEN_PREFIX_QUERIES = Counter("snapserve_prefix_cache_queries", "Prompt tokens looked up among the shared KV blocks")
+GEN_PREFIX_HITS = Counter("snapserve_prefix_cache_hits", "Prompt tokens found among the shared KV blocks (not prefilled)")
 # vLLM's vllm:cache_config_info, for GIE's endpoint picker: the paged cache's real shape, set once at engine start
 GEN_CACHE_CONFIG = Gauge("snapserve_cache_config_info", "The paged KV cache (1; labels: block_size tokens per block, "
                          "num_gpu_blocks blocks)", ["block_size", "num_gpu_blocks"])

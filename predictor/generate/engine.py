@@ -306,6 +306,7 @@ class GenerationEngine:
         processor = self.manager.batch_processor
         check_draw(processor)
         self._hook_preemptions(processor)
+        self._hook_prefix_matches(processor.cache)
         metrics.GEN_RUNNING.set_function(lambda: len(processor.scheduler.active_requests))
         metrics.GEN_WAITING.set_function(
             lambda: len(processor.scheduler.waiting_requests) + self.manager.input_queue.qsize())
@@ -338,10 +339,26 @@ class GenerationEngine:
 
         offloading.offload_requests = offload_requests
 
+    @staticmethod
+    def _hook_prefix_matches(cache) -> None:
+        """Count prompt tokens looked up among the shared KV blocks and found there (vLLM's prefix cache
+        queries and hits): transformers only logs a match at debug level."""
+        original = getattr(cache, "search_prefix_match", None)
+        if original is None or not getattr(cache, "use_prefix_sharing", False):
+            return
+
+        def search_prefix_match(request_id, prompt_ids):
+            found = original(request_id, prompt_ids)
+            metrics.GEN_PREFIX_QUERIES.inc(len(prompt_ids))
+            metrics.GEN_PREFIX_HITS.inc(found)
+            return found
+
+        cache.search_prefix_match = search_prefix_match
+
     def describe(self) -> dict:
         cfg = self.manager.continuous_batching_config
         return {"task": "generate", "device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."),
-                "attention": self.model.config._attn_implementation,
+                "attention": self.model.config._attn_implementation, "prefix_sharing": self.settings.prefix_sharing,
                 "kv_blocks": cfg.num_blocks, "kv_page_size": cfg.page_size, "max_batch_tokens": cfg.max_batch_tokens,
                 "max_queue_requests": self.settings.max_queue_requests}
 

@@ -33,6 +33,9 @@ class GenerateSettings:
                              "(each request attends to its own keys; cost grows with the batch) or 'library' "
                              "(transformers' sdpa over the whole batch with a mask; cost grows with its square)",
                              tasks=GENERATE, flag="generate_attention", choices=("varlen", "library"))
+    prefix_sharing: bool = setting(True, "generate: requests that share a prompt's first KV blocks (a system prompt) "
+                                   "share those blocks and skip their prefill (transformers' block sharing)",
+                                   tasks=GENERATE, flag="generate_prefix_sharing")
     seed: int = setting(-1, "generate: seed of the sampling stream that requests without a seed of their own draw "
                         "from (-1: random); a request's seed gives it a stream of its own", tasks=GENERATE,
                         flag="generate_seed")
@@ -53,7 +56,8 @@ class GenerateSettings:
         blocks = self.kv_blocks or (None if cuda else max(1, CPU_KV_TOKENS // page))
         return {"page_size": page, "num_blocks": blocks,
                 "max_batch_tokens": self.max_batch_tokens or (None if cuda else CPU_BATCH_TOKENS),
-                "max_queue_size": self.max_queue_requests, "seed": None if self.seed < 0 else self.seed}
+                "max_queue_size": self.max_queue_requests, "seed": None if self.seed < 0 else self.seed,
+                "allow_block_sharing": self.prefix_sharing}
 
 
 def flag(name: str) -> str:

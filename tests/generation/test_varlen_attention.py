@@ -107,3 +107,33 @@ def test_concurrent_greedy_requests_equal_generate_token_for_token(engine, refer
         expected = greedy(ids, 12)  # it may stop at EOS, where the engine (ignore_eos) goes on
         print(len(ids), "prompt tokens ->", tokens)
         assert len(tokens) == 12 and tokens[: len(expected)] == expected
+
+
+def test_a_shared_system_prompt_is_not_prefilled_again(engine, reference):
+    from predictor.generate.engine import Sampling
+    from snapserve import metrics
+
+    greedy, tokenizer = reference
+    system = tokenizer.encode("You answer questions about numbers, briefly and exactly. " * 16)[:200]
+    page = engine.page_size
+
+    async def one(ids):
+        return [t async for delta in engine.generate(ids, Sampling(max_tokens=6, temperature=0, ignore_eos=True))
+                for t in delta.token_ids]
+
+    first = asyncio.run(one(system + tokenizer.encode("What is two plus two?")))
+    hits = metrics.GEN_PREFIX_HITS._value.get()
+    ids = system + tokenizer.encode("What is three plus three?")
+    second = asyncio.run(one(ids))
+    found = metrics.GEN_PREFIX_HITS._value.get() - hits
+    print(f"second request: {found} of {len(ids)} prompt tokens found among the shared blocks ({page} a block)")
+    assert found >= (len(system) // page) * page  # every whole block of the shared system prompt
+    expected = greedy(ids, 6)
+    assert second[: len(expected)] == expected and len(first) == 6
+
+
+def test_prefix_sharing_is_a_setting():
+    from predictor.generate.settings import GenerateSettings
+
+    assert GenerateSettings().resolved(False)["allow_block_sharing"] is True
+    assert GenerateSettings(prefix_sharing=False).resolved(False)["allow_block_sharing"] is False
