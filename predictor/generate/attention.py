@@ -73,6 +73,20 @@ def plan_for(cu_q: list[int], cu_k: list[int], device: torch.device, dtype: torc
     return plan
 
 
+_last: list = [None, None, None]  # the step's (cu_q, cu_k, plan): its layers pass the same two tensors
+
+
+def _last_step(cu_q: torch.Tensor, cu_k: torch.Tensor, query: torch.Tensor) -> Plan:
+    """The plan of this step: the first layer reads the lengths (on a GPU, a sync), the others find it by the
+    identity of the tensors the library hands every layer of a step (kept referenced here, so an id is never
+    that of a freed tensor)."""
+    if _last[0] is cu_q and _last[1] is cu_k:
+        return _last[2]
+    plan = plan_for(cu_q.tolist(), cu_k.tolist(), query.device, query.dtype)
+    _last[:] = [cu_q, cu_k, plan]
+    return plan
+
+
 def varlen_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
                      scaling: float | None = None, dropout: float = 0.0, **kwargs) -> tuple[torch.Tensor, None]:
     """``query`` [1, heads, q tokens, dim]; ``key``/``value`` [1, kv heads, k tokens, dim] (every request's keys
@@ -81,7 +95,7 @@ def varlen_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
     heads, tokens, dim = query.shape[1], query.shape[2], query.shape[3]
     kv_heads = key.shape[1]
     group = heads // kv_heads
-    plan = plan_for(cu_q.tolist(), cu_k.tolist(), query.device, query.dtype)
+    plan = _last_step(cu_q, cu_k, query)
     out = query.new_empty(tokens, heads, dim)
     if plan.decode_rows is not None:
         n, longest = plan.decode_rows.numel(), plan.longest
