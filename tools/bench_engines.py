@@ -30,12 +30,16 @@ def sentences_per_s(eng, batch: int, length: int, seconds: float, sequences=None
     sequences = sequences or [np.full(length, 1000 + i % 50, dtype=np.int64) for i in range(batch)]
     prepared = eng.prepare(sequences)
     eng.execute(prepared)
-    done, started = 0, time.perf_counter()
+    done, started, fastest = 0, time.perf_counter(), float("inf")
     while (elapsed := time.perf_counter() - started) < seconds or done == 0:
+        before = time.perf_counter()
         eng.execute(prepared)
+        fastest = min(fastest, time.perf_counter() - before)
         done += 1
+    # best_*: the fastest pass, what the engine does when nothing else takes the cores (other load only adds time)
     return {"batch": batch, "tokens": length, "sentences_per_s": round(done * batch / elapsed, 1),
-            "ms": round(elapsed / done * 1e3, 2)}
+            "ms": round(elapsed / done * 1e3, 2), "best_sentences_per_s": round(batch / fastest, 1),
+            "best_ms": round(fastest * 1e3, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +137,8 @@ def compare_lines(out: dict) -> list[str]:
                  "tokens, padded to the longest):")
     for r in out["rounds"]:
         lines.append(f"  round {r['round']} {r['batch']:>3} x {r['tokens']!s:<6} {r['engine']:<12} "
-                     f"{r['sentences_per_s']:>8.1f}/s ({r['ms']:.1f} ms)")
+                     f"{r['sentences_per_s']:>8.1f}/s ({r['ms']:.1f} ms a pass); fastest pass "
+                     f"{r['best_sentences_per_s']:>8.1f}/s ({r['best_ms']:.1f} ms)")
     return lines
 
 
@@ -142,13 +147,18 @@ def _int8_rows(model_dir: Path, device: str, probe) -> np.ndarray:
     import tempfile
 
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import quantize_dynamic
 
+    from predictor.encoder import onnx as engine_onnx
     from snapserve import tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
-        quantize_dynamic(str(Path(model_dir) / "model.onnx"), str(out), weight_type=QuantType.QInt8)
+        gated = Path(model_dir) / engine_onnx.INT8_FILE
+        if gated.is_file():  # the export's int8, refused by this CPU's start-up check
+            out = gated
+        else:  # what --quantize int8 quantises at start
+            quantize_dynamic(str(Path(model_dir) / engine_onnx.FILE), str(out), **engine_onnx.int8_options())
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         ids, mask = tokenizer.pad(probe)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
