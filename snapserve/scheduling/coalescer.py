@@ -66,7 +66,8 @@ class Coalescer(Batcher):
     def _short(self, req: Request, limits: BatchLimits | None = None) -> bool:
         limits = limits or self._call_limits()
         count = max(1, int(limits.max_batch_size * SHORT_SHARE))
-        return req.queued <= count and req.queued_tokens <= count * SHORT_TEXT_TOKENS
+        # by its whole size: the last part of a long request is not a short one (it would ride beside them)
+        return len(req.sequences) <= count and req.tokens <= count * SHORT_TEXT_TOKENS
 
     def _flow(self, req: Request) -> tuple[str, bool]:
         """Whose calls these are for ``instances``: the tenant's short requests, or its longer ones."""

@@ -95,10 +95,11 @@ class DeviceBatcher(Batcher):
         # key) runs in a short batch of short requests only, while longer requests have a full batch or
         # more queued: what it waits behind is a short forward. (Behind a transformer a client's 64
         # sentences arrive as several calls of ~0.1 s each, so the backlog is counted over requests.)
+        # A request's size is its whole count: the tail of a call a full batch left behind is not short.
         short = shared.max_batch_size
-        if head[0][0].queued <= short < limits.max_batch_size and sum(
-                1 for p in head if p[0].queued > short) >= limits.max_batch_size:
-            return shared, [p for p in head if p[0].queued <= short]
+        if len(head[0][0].sequences) <= short < limits.max_batch_size and sum(
+                1 for p in head if len(p[0].sequences) > short) >= limits.max_batch_size:
+            return shared, [p for p in head if len(p[0].sequences) <= short]
         return limits, head
 
     def _shared(self) -> bool:

@@ -41,7 +41,7 @@ class Request:
     """One caller's sequences, the rows computed for them so far, and its place in the fair queue."""
 
     __slots__ = ("after", "arrived", "born", "cancelled", "context", "future", "order", "queued", "queued_tokens",
-                 "remaining", "rows", "sequences", "tags", "tasks", "tenant")
+                 "remaining", "rows", "sequences", "tags", "tasks", "tenant", "tokens")
 
     def __init__(self, sequences: Sequence[np.ndarray], future: asyncio.Future, context: Any = None,
                  tenant: str = "", start: float = 0.0, step: float = 1.0, born: int = 0):
@@ -51,7 +51,8 @@ class Request:
         self.born = born  # tokens the tenant had been served when it arrived
         self.order = next(_arrivals)
         self.queued = len(sequences)  # sequences still in the queue
-        self.queued_tokens = sum(len(s) for s in sequences)  # and their tokens
+        self.tokens = sum(len(s) for s in sequences)  # all its sequences' (its size: short or long)
+        self.queued_tokens = self.tokens  # its queued sequences' (its place: what is left of its work)
         self.context = context
         self.future = future
         self.rows: list[Any] = [None] * len(sequences)

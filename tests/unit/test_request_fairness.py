@@ -96,6 +96,20 @@ def test_behind_many_small_calls_a_single_sentence_still_gets_a_short_batch():
     assert max(map(len, batches.rows)) == 16  # the calls themselves still fill full batches
 
 
+def test_the_tail_of_a_long_request_is_not_a_short_one():
+    """Calls of 9 sequences in batches of 16 leave tails of 2: those are not short requests (no batches of
+    2 among them); all batches but the last are full."""
+    batches = Batches(delay=0.001)
+
+    async def main():
+        device = DeviceBatcher(None, batches.execute, BatchLimits(max_batch_size=16, max_delay_ms=0, shared_batch_size=2))
+        await asyncio.gather(*(device.submit(request(k, 9)) for k in range(1, 11)))
+
+    asyncio.run(main())
+    sizes = [len(b) for b in batches.rows]
+    assert sizes[:-1] == [16] * (len(sizes) - 1) and sum(sizes) == 90, sizes
+
+
 def test_coalescer_sends_a_single_sentence_in_a_call_of_its_own_beside_the_big_ones():
     batches = Batches(delay=0.05)
     batcher = Coalescer(batches.call, BatchLimits(max_batch_size=64, max_delay_ms=0, instances=2))
