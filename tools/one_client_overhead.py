@@ -38,10 +38,18 @@ def measure(model, requests: int, hops: int = 1) -> dict[str, float]:
         finally:
             stamps["forward_end"] = time.perf_counter()
 
-    batcher.submit, engine.execute = timed_submit, timed_execute
+    call = batcher._call
+
+    async def timed_call(*args):
+        rows = await call(*args)
+        stamps["loop_back"] = time.perf_counter()
+        return rows
+
+    batcher.submit, engine.execute, batcher._call = timed_submit, timed_execute, timed_call
     if hops == 2:
         batcher._prepare, batcher._execute = engine.prepare, timed_execute
-    spans: dict[str, list[float]] = {"to_batcher": [], "to_forward": [], "forward": [], "from_forward": [], "to_response": [],
+    spans: dict[str, list[float]] = {"to_batcher": [], "to_forward": [], "forward": [], "from_forward": [], "back_on_loop": [],
+                                     "to_response": [],
                                      "predict": []}
 
     async def run():
@@ -55,6 +63,7 @@ def measure(model, requests: int, hops: int = 1) -> dict[str, float]:
             spans["to_forward"].append(stamps["forward"] - stamps["enter"])
             spans["forward"].append(stamps["forward_end"] - stamps["forward"])
             spans["from_forward"].append(stamps["rows"] - stamps["forward_end"])
+            spans["back_on_loop"].append(stamps["loop_back"] - stamps["forward_end"])
             spans["to_response"].append(done - stamps["rows"])
             spans["predict"].append(done - started)
 
