@@ -91,7 +91,11 @@ def test_engine_auto_races_the_fused_and_int8_graphs(exported, caplog):
     line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("engine auto:")][-1]
     print("\n" + line)
     raced = [part.split(" ")[0] for part in line.split("(", 1)[1].split("; ")]
-    assert raced == ["torch", *engine_onnx.candidates(exported)]
+    # every candidate races unless this CPU's start-up check left it out, and says so (int8's kernels differ
+    # by instruction set: the export's gate ran on the build machine's CPU)
+    left_out = [name for name in engine_onnx.candidates(exported) if f"engine race: without {name}" in caplog.text]
+    assert raced == ["torch", *(n for n in engine_onnx.candidates(exported) if n not in left_out)]
+    assert {"onnx", "onnx-fused"} <= set(raced)
     assert "onnx export quality: model.fused.onnx" in caplog.text  # the figures, logged at start
     assert picked.describe()["engine"] in line.split("(")[0]
 
