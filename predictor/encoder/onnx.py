@@ -244,6 +244,7 @@ def fastest(torch_engine, model_dir: Path, info: ModelInfo, instances: int, cpu_
         else:
             log.warning("engine race: without %s (disagrees with torch: cosine %.6f)", name, worst)
     if len(engines) == 1:
+        log.info("engine auto: torch (no ONNX graph of %s runs here and agrees with it)", ", ".join(names))
         return torch_engine
     times = race(engines)
     split = engine_split.split_point(times, RACE)
