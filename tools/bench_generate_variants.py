@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import time
@@ -55,7 +56,7 @@ async def stream(engine, prompt: list[int], tokens: int) -> dict:
     stamps = []
     async for delta in engine.generate(prompt, Sampling(max_tokens=tokens, temperature=0, ignore_eos=True)):
         stamps += [time.perf_counter()] * len(delta.token_ids)
-    gaps = [b - a for a, b in zip(stamps, stamps[1:]) if b > a]
+    gaps = [b - a for a, b in itertools.pairwise(stamps) if b > a]
     return {"ttft": stamps[0] - started, "itl": statistics.median(gaps) if gaps else 0.0,
             "max_gap": max(gaps, default=0.0), "tokens": len(stamps)}
 

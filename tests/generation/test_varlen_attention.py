@@ -103,7 +103,7 @@ def test_concurrent_greedy_requests_equal_generate_token_for_token(engine, refer
         return await asyncio.gather(*(one(ids) for ids in prompts))
 
     got = asyncio.run(all_at_once())
-    for ids, tokens in zip(prompts, got):
+    for ids, tokens in zip(prompts, got, strict=True):
         expected = greedy(ids, 12)  # it may stop at EOS, where the engine (ignore_eos) goes on
         print(len(ids), "prompt tokens ->", tokens)
         assert len(tokens) == 12 and tokens[: len(expected)] == expected
