@@ -62,3 +62,45 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return getattr(torch, dtype)
+
+
+# bf16 matmuls on a CPU go through oneDNN, and two caches keep a compiled kernel per input shape: ideep's
+# (LRU_CACHE_CAPACITY) and oneDNN's own (ONEDNN_PRIMITIVE_CACHE_CAPACITY), 1,024 entries each by default,
+# about 0.75 MiB an entry for this encoder. Every batch × length is a new shape: over 300 varied batches the
+# predictor grew by 750 MiB before both were full (fp32 goes through MKL: +10 MiB). At 128 each the growth
+# stops near +100 MiB, at the same speed over varied shapes (a miss costs ~8 ms at 32 × 15 tokens).
+KERNEL_CACHE_ENTRIES = 128
+KERNEL_CACHES = ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_bf16(capability: str | None = None, flags: set[str] | None = None) -> tuple[bool, str]:
+    """Whether this CPU computes bf16 natively, and why (torch's capability, then the kernel's flags)."""
+    if capability is None:
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+    if any(word in capability.upper() for word in ("AMX", "BF16")):
+        return True, f"torch capability {capability}"
+    have = sorted(set(BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+    if have:
+        return True, f"cpu flags {' '.join(have)}"
+    return False, f"torch capability {capability}, no {'/'.join(BF16_FLAGS)} in /proc/cpuinfo"
+
+
+def bound_kernel_caches(environ=os.environ) -> dict[str, str]:
+    """Cap oneDNN's per-shape kernel caches unless the environment already sets them; read at the first
+    bf16 matmul, so this must run before it. Returns the settings in force."""
+    for name in KERNEL_CACHES:
+        environ.setdefault(name, str(KERNEL_CACHE_ENTRIES))
+    return {name: environ[name] for name in KERNEL_CACHES}
