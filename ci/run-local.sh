@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, locally: predictor + transformer on loopback with the default model; prints a
+# The main job, locally: predictor + transformer with the default model (both listen on 0.0.0.0, as kserve always binds; the curl lines use localhost); prints a
 # working curl line and serves until Ctrl-C (which stops both, draining first).
 # The servers log to out/run-local/ (override: LOG_DIR); once both are ready their new lines (access
 # logs, errors) follow the curl lines on the terminal. A server that fails to start prints its log's end.
