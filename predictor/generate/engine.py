@@ -41,6 +41,7 @@ from transformers.generation.continuous_batching.requests import RequestState
 
 from predictor import device as devices
 from predictor.generate import attention
+from predictor.generate import quantize
 from predictor.generate.settings import GenerateSettings
 from predictor.generate.wait import WaitEstimate
 from snapserve import metrics
@@ -265,6 +266,7 @@ class GenerationEngine:
             torch.set_num_threads(devices.threads_per_instance(cpu_threads, 1))
         self.model = transformers.AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=self.dtype, local_files_only=True).to(self.device).eval()
+        self.model = quantize.apply(self.model, settings, tokenizer_dir=model_dir)  # --generate_weights int8
         config = self.model.config
         eos = self.model.generation_config.eos_token_id
         eos = config.eos_token_id if eos is None else eos

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from snapserve.settings import GENERATE, flags, setting
+from snapserve.settings import GENERATE, flags, non_negative, setting
 
 CPU_KV_TOKENS = 8192
 CPU_PAGE_SIZE = 64
@@ -33,6 +33,16 @@ class GenerateSettings:
                              "(each request attends to its own keys; cost grows with the batch) or 'library' "
                              "(transformers' sdpa over the whole batch with a mask; cost grows with its square)",
                              tasks=GENERATE, flag="generate_attention", choices=("varlen", "library"))
+    weights: str = setting("fp32", "generate: 'int8' serves int8 weights (per output channel) in the LM head and the "
+                           "attention projections (CPU: fbgemm's dynamic int8) when the quality gate at start passes, "
+                           "else the weights as loaded; 'fp32': the weights as loaded", tasks=GENERATE,
+                           flag="generate_weights", choices=("fp32", "int8"))
+    int8_min_agreement: float = setting(0.6, "generate: int8's gate: least mean share of greedy tokens identical to "
+                                        "the loaded weights' before the first divergence (8 prompts x 32 tokens)",
+                                        tasks=GENERATE, type=non_negative, flag="generate_int8_min_agreement")
+    int8_max_perplexity_ratio: float = setting(1.05, "generate: int8's gate: most perplexity of a fixed text, as a "
+                                               "multiple of the loaded weights'", tasks=GENERATE, type=non_negative,
+                                               flag="generate_int8_max_perplexity_ratio")
     prefix_sharing: bool = setting(True, "generate: requests that share a prompt's first KV blocks (a system prompt) "
                                    "share those blocks and skip their prefill (transformers' block sharing)",
                                    tasks=GENERATE, flag="generate_prefix_sharing")
