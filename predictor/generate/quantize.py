@@ -1,13 +1,15 @@
-"""Opt-in int8 weight-only generation (``--generate_weights int8``), behind a quality gate measured at start.
+"""Opt-in int8 generation (``--generate_weights int8``), behind a quality gate measured at start.
 
-Every ``nn.Linear`` of the decoder, and the LM head, get int8 weights with one scale per output channel;
-activations stay in floating point. The LM head is tied to the input embeddings in the default model
-(SmolLM2: 49,152 x 576, 113 MB in fp32, the largest single read of a decode step), so it is untied first:
-the embedding lookup keeps its float table, the head reads a quarter of the bytes.
+The LM head and the attention projections get int8 weights with one scale per output channel. The LM head is
+tied to the input embeddings in the default model (SmolLM2: 49,152 x 576, 113 MB in fp32, the largest single
+read of a decode step), so it is untied first: the embedding lookup keeps its float table, the head reads a
+quarter of the bytes. The MLP keeps its float weights (``dynamic_layer`` has the measured reasons).
 
-The kernel is PyTorch's own (``torch.ao.quantization.quantize_dynamic``: fbgemm's int8 GEMM, activations
-quantised per call) on CPU; on other devices, torchao's ``Int8WeightOnlyConfig`` when torchao is installed.
-See ``KERNELS`` for what was measured on the 2-core CPU box.
+On CPU the kernel is PyTorch's own ``quantize_dynamic`` (fbgemm's int8 GEMM, VNNI where the CPU has it): it
+also quantises each call's input, with one scale over the call, so it is int8 x int8, and a request's tokens
+may depend on what shares its batch (they are deterministic for the same batch). torchao 0.18's
+``Int8WeightOnlyConfig`` (weights only) and ATen's ``_weight_int8pack_mm`` were measured too, and were slower
+than fp32 on CPU in eager mode; on other devices torchao's weight-only is used when torchao is installed.
 
 The gate, run once at start against the model as loaded (the reference), on fixed inputs:
 
