@@ -54,6 +54,7 @@ class Batch:
 
     items: list[tuple[Request, int]]
     flow: Any = None  # the strategy's name for whose batch it is (the coalescer's calls in flight per flow)
+    rank: tuple[float, int] = (0.0, 0)  # its first request's place in its tenant when taken (Request.key)
 
     @property
     def sequences(self) -> list[np.ndarray]:

@@ -248,8 +248,9 @@ class Batcher:
                 # prepared while the running batches execute; an instance is claimed only after
                 prepared = await self._prepare_safely(loop, batch)
                 start, instance = await self._acquire(batch)
-                if not start:
-                    continue  # another tenant's earlier work arrived: the batch is formed again
+                if not start:  # work that goes first arrived: the batch is formed again
+                    await asyncio.sleep(0)  # (the loop's other tasks run between two formings)
+                    continue
                 self._busy += 1
                 self._running += len(batch.items)
                 task = loop.create_task(self._run(batch, prepared, instance))
@@ -261,10 +262,10 @@ class Batcher:
         """An instance for the staged ``batch``, or None (its sequences back in the queue) when work that
         goes before it arrives first (another tenant's earlier tag, a shorter request of its own tenant):
         the staged batch must not hold it back."""
-        anchor = batch.items[0]
+        anchor, inside = batch.items[0], set(batch.requests())
         while self._free.empty():
             head = self._queue[0] if self._queue else None
-            if head is not None and ahead(head, anchor):
+            if head is not None and head[0] not in inside and ahead(head, anchor, batch.rank):
                 self._queue.put_back(batch.items)
                 return None
             self._wakeup.clear()
@@ -302,12 +303,13 @@ class Batcher:
         window = 4 * self.limits.max_batch_size
         limits, head = self._plan(self._queue.head(window))
         items = [head[i] for i in pick(head, limits, window)]
+        rank = items[0][0].key()
         self._queue.take(items, window)
         now = time.monotonic()
         for req in dict.fromkeys(req for req, _ in items):
             self._observer.queue_wait(now - req.arrived)
         self._observer.queue_depth(len(self._queue))
-        return Batch(items)
+        return Batch(items, rank=rank)
 
     async def _run(self, batch: Batch, prepared: Any, instance: int | None) -> None:
         loop = asyncio.get_running_loop()

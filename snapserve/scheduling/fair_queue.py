@@ -75,14 +75,14 @@ def tag(item: tuple[Request, int]) -> float:
     return item[0].tags[item[1]]
 
 
-def ahead(item: tuple[Request, int], anchor: tuple[Request, int]) -> bool:
-    """Whether the queued ``item`` goes before a staged batch whose first item was ``anchor``: another
-    tenant's earlier tag, or a request of the same tenant that now ranks first (``Request.key``)."""
-    if item[0] is anchor[0]:
-        return False
+def ahead(item: tuple[Request, int], anchor: tuple[Request, int], rank: tuple[float, int]) -> bool:
+    """Whether the queued ``item`` (of a request with nothing in the staged batch) goes before that batch,
+    whose first item was ``anchor`` and whose anchor's request ranked ``rank`` (``Request.key``) when it
+    was taken: another tenant's earlier tag, or a request of the same tenant that ranks before it. (Its
+    key now, after the take, would let a request the batch also took from outrank it, and back again.)"""
     if item[0].tenant != anchor[0].tenant:
         return tag(item) < tag(anchor)
-    return item[0].key() < anchor[0].key()
+    return item[0].key() < rank
 
 
 class FairQueue:

@@ -197,3 +197,38 @@ def test_with_keys_the_keys_stay_the_outer_level():
     first = queue.head(6)
     assert [p[0].tenant for p in first] == ["b", "a"] * 3  # the keys' turns as before it came (b's tie first)
     assert first[1][0] is single  # a's first turn now goes to its one sentence
+
+
+def test_two_tiers_with_long_and_single_sentence_clients_answer_everyone():
+    """The transformer's coalescer calling the predictor's device batcher, one client sending 64
+    sentences and four sending one each, closed loop. A staged batch that took from two requests once
+    put itself back for ever (each outranked the other after the take), the event loop spinning: every
+    request must be answered. (The 30 s bound is a hang detector for a ~1.5 s run, not a timing.)"""
+
+    def execute(work, instance):
+        time.sleep(0.0015 * len(work) + 0.001)  # a forward: longer with more sequences
+        return [int(s[0]) for s in work]
+
+    async def main():
+        device = DeviceBatcher(None, execute, BatchLimits(max_batch_size=16, max_batch_tokens=256, max_delay_ms=1,
+                                                          instances=2, shared_batch_size=1, shared_batch_tokens=16))
+
+        async def call(work, instance):
+            return await device.submit(list(work))
+
+        coalescer = Coalescer(call, BatchLimits(max_batch_size=256, max_delay_ms=0.5, instances=4), max_batch_s=0.1)
+        answered = {1: 0, SINGLE: 0}
+        stop = time.monotonic() + 1.5
+
+        async def client(whose: int, count: int):
+            while time.monotonic() < stop:
+                rows = await coalescer.submit([np.full(9 + k % 6, whose, dtype=np.int64) for k in range(count)])
+                assert rows == [whose] * count
+                answered[whose] += 1
+
+        await asyncio.wait_for(asyncio.gather(client(1, 64), *(client(SINGLE, 1) for _ in range(4))), 30)
+        return answered
+
+    answered = asyncio.run(main())
+    print(f"answered: {answered[1]} requests of 64 sentences, {answered[SINGLE]} of one")
+    assert answered[1] > 0 and answered[SINGLE] > answered[1]
