@@ -72,7 +72,8 @@ class Settings(S.shared("predictor")):
     # On by default (issue 11): its memory growth is bounded (predictor/encoder/precision.py); the overload tests'
     # 9-38 s accepted p99 with it was their load generator's (tests/hardening/load.py open_loop), not the servers'.
     cpu_bf16: bool = setting(True, "with --dtype auto on a CPU with native bf16 (AVX-512 BF16/AMX): bf16 when a "
-                             "check against fp32 gives cosine >= 0.999", tasks=ENCODER)
+                             "check against fp32 passes (embeddings: cosine >= 0.999; generate: faster, and the "
+                             "greedy/perplexity gate)")
     # Every task (only encoders measure today): test harnesses and deployments give all predictors one folder.
     tuning_cache: str = setting(
         tuning_cache.DEFAULT_DIR, "folder where start-up keeps what it measured (engine race, batch tuning) for the "

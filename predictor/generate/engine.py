@@ -41,7 +41,7 @@ from transformers.generation.continuous_batching.requests import RequestState
 
 from predictor import device as devices
 from predictor.generate import attention
-from predictor.generate import quantize
+from predictor.generate import precision, quantize
 from predictor.generate.settings import GenerateSettings
 from predictor.generate.wait import WaitEstimate
 from snapserve import metrics
@@ -252,7 +252,7 @@ class Delta:
 
 class GenerationEngine:
     def __init__(self, model_dir: Path, info: ModelInfo, settings: GenerateSettings, device: str = "auto",
-                 dtype: str = "auto", cpu_threads: int = 0):
+                 dtype: str = "auto", cpu_threads: int = 0, cpu_bf16: bool = True):
         import transformers
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
@@ -266,7 +266,11 @@ class GenerationEngine:
             torch.set_num_threads(devices.threads_per_instance(cpu_threads, 1))
         self.model = transformers.AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=self.dtype, local_files_only=True).to(self.device).eval()
-        self.model = quantize.apply(self.model, settings, tokenizer_dir=model_dir)  # --generate_weights int8
+        if settings.weights == "int8":  # int8 quantises the fp32 weights, behind its gate
+            self.model = quantize.apply(self.model, settings, tokenizer_dir=model_dir)
+        elif dtype == "auto" and self.device.type == "cpu":  # bf16 where native, faster and within the gate
+            self.model = precision.choose_cpu(self.model, settings, model_dir, cpu_bf16)
+            self.dtype = next(self.model.parameters()).dtype
         config = self.model.config
         eos = self.model.generation_config.eos_token_id
         eos = config.eos_token_id if eos is None else eos

@@ -71,7 +71,8 @@ class GenerateModel(kserve.Model):
             from tokenizers import Tokenizer
 
             self.tokenizer = Tokenizer.from_file(str(Path(s.model_dir) / "tokenizer.json"))
-        self.engine = GenerationEngine(s.model_dir, self.info, s.generate, s.device, s.dtype, s.cpu_threads)
+        self.engine = GenerationEngine(s.model_dir, self.info, s.generate, s.device, s.dtype, s.cpu_threads,
+                                       s.cpu_bf16)
         self.engine.start()
         log.info("model %s: %s context=%d", s.model_name,
                  " ".join(f"{k}={v}" for k, v in self.engine.describe().items()), self.info.max_length)

@@ -19,7 +19,7 @@ The gate, run once at start against the model as loaded (the reference), on fixe
 - **perplexity** of ``TEXT`` under both models, and their ratio.
 
 int8 is refused, and the engine keeps the reference weights, when the agreement is under
-``--generate_int8_min_agreement`` or the ratio is over ``--generate_int8_max_perplexity_ratio``; the log
+``--generate_gate_min_agreement`` or the ratio is over ``--generate_gate_max_perplexity_ratio``; the log
 says which, with the figures.
 """
 
@@ -74,9 +74,9 @@ class Gate:
     def refusals(self, min_agreement: float, max_ratio: float) -> list[str]:
         out = []
         if self.agreement < min_agreement:
-            out.append(f"agreement {self.agreement:.3f} < --generate_int8_min_agreement {min_agreement:g}")
+            out.append(f"agreement {self.agreement:.3f} < --generate_gate_min_agreement {min_agreement:g}")
         if not self.perplexity_ratio <= max_ratio:  # NaN refuses too
-            out.append(f"perplexity ratio {self.perplexity_ratio:.4f} > --generate_int8_max_perplexity_ratio "
+            out.append(f"perplexity ratio {self.perplexity_ratio:.4f} > --generate_gate_max_perplexity_ratio "
                        f"{max_ratio:g}")
         return out
 
@@ -211,7 +211,7 @@ def apply(model: torch.nn.Module, settings, tokenizer_dir: Path) -> torch.nn.Mod
     from transformers import AutoTokenizer
 
     gate = measure(model, candidate, AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True))
-    refusals = gate.refusals(settings.int8_min_agreement, settings.int8_max_perplexity_ratio)
+    refusals = gate.refusals(settings.gate_min_agreement, settings.gate_max_perplexity_ratio)
     if refusals:
         log.warning("generate: int8 weights refused by the quality gate (%s), serving %s: %s",
                     "; ".join(refusals), _dtype(model), gate.figures())

@@ -37,12 +37,14 @@ class GenerateSettings:
                            "attention projections (CPU: fbgemm's dynamic int8) when the quality gate at start passes, "
                            "else the weights as loaded; 'fp32': the weights as loaded", tasks=GENERATE,
                            flag="generate_weights", choices=("fp32", "int8"))
-    int8_min_agreement: float = setting(0.6, "generate: int8's gate: least mean share of greedy tokens identical to "
+    gate_min_agreement: float = setting(0.6, "generate: the reduced-precision gate (int8 weights; bf16 "
+                                        "with --dtype auto on a CPU): least mean share of greedy tokens identical to "
                                         "the loaded weights' before the first divergence (8 prompts x 32 tokens)",
-                                        tasks=GENERATE, type=non_negative, flag="generate_int8_min_agreement")
-    int8_max_perplexity_ratio: float = setting(1.05, "generate: int8's gate: most perplexity of a fixed text, as a "
-                                               "multiple of the loaded weights'", tasks=GENERATE, type=non_negative,
-                                               flag="generate_int8_max_perplexity_ratio")
+                                        tasks=GENERATE, type=non_negative, flag="generate_gate_min_agreement")
+    gate_max_perplexity_ratio: float = setting(1.05, "generate: the reduced-precision gate: most perplexity of a "
+                                               "fixed text, as a multiple of the loaded weights'", tasks=GENERATE,
+                                               type=non_negative,
+                                               flag="generate_gate_max_perplexity_ratio")
     prefix_sharing: bool = setting(True, "generate: requests that share a prompt's first KV blocks (a system prompt) "
                                    "share those blocks and skip their prefill (transformers' block sharing)",
                                    tasks=GENERATE, flag="generate_prefix_sharing")

@@ -122,7 +122,7 @@ NOT_IN_CHART = {
         "max_queue_requests": "extraArgs (the transformer's queue.maxRequests holds chat requests first)",
         "max_new_tokens": "extraArgs", "generate_seed": "extraArgs", "generate_attention": "extraArgs",
         "generate_prefix_sharing": "extraArgs", "generate_weights": "extraArgs (int8 is opt-in, behind its gate)",
-        "generate_int8_min_agreement": "extraArgs", "generate_int8_max_perplexity_ratio": "extraArgs",
+        "generate_gate_min_agreement": "extraArgs", "generate_gate_max_perplexity_ratio": "extraArgs",
     },
     "transformer": {
         "model_dir": "fixed by the template: /mnt/models (the tokenizer files of the same snapshot)",

@@ -16,7 +16,7 @@ from predictor.generate import quantize
 from predictor.generate.settings import GenerateSettings
 
 INT8 = GenerateSettings(weights="int8")
-LENIENT = GenerateSettings(weights="int8", int8_min_agreement=0.0, int8_max_perplexity_ratio=100.0)
+LENIENT = GenerateSettings(weights="int8", gate_min_agreement=0.0, gate_max_perplexity_ratio=100.0)
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +42,10 @@ def test_the_gate_measures_the_real_model(gate):
     print("int8 gate:", gate.figures())
     assert gate.prompts == len(quantize.PROMPTS) and 0 <= gate.exact <= gate.prompts
     assert 0 <= gate.agreement <= 1 and gate.perplexity_reference > 1
-    assert gate.perplexity_ratio <= INT8.int8_max_perplexity_ratio
-    refusals = gate.refusals(INT8.int8_min_agreement, INT8.int8_max_perplexity_ratio)
-    assert bool(refusals) == (gate.agreement < INT8.int8_min_agreement)
-    assert gate.refusals(0.0, INT8.int8_max_perplexity_ratio) == []
+    assert gate.perplexity_ratio <= INT8.gate_max_perplexity_ratio
+    refusals = gate.refusals(INT8.gate_min_agreement, INT8.gate_max_perplexity_ratio)
+    assert bool(refusals) == (gate.agreement < INT8.gate_min_agreement)
+    assert gate.refusals(0.0, INT8.gate_max_perplexity_ratio) == []
 
 
 def test_quantised_copy_has_int8_linears_and_an_untied_head_and_leaves_the_model_alone(fp32):
@@ -58,14 +58,14 @@ def test_quantised_copy_has_int8_linears_and_an_untied_head_and_leaves_the_model
 
 
 def test_an_impossible_gate_refuses_and_keeps_the_loaded_weights(fp32, gen_dir, caplog):
-    strict = dataclasses.replace(INT8, int8_min_agreement=1.01, int8_max_perplexity_ratio=0.5)
+    strict = dataclasses.replace(INT8, gate_min_agreement=1.01, gate_max_perplexity_ratio=0.5)
     with caplog.at_level(logging.WARNING, logger="snapserve.predictor"):
         served = quantize.apply(fp32, strict, tokenizer_dir=gen_dir)
     assert served is fp32
     message = caplog.text
     print(message)
     assert "int8 weights refused by the quality gate" in message
-    assert "--generate_int8_min_agreement 1.01" in message and "--generate_int8_max_perplexity_ratio 0.5" in message
+    assert "--generate_gate_min_agreement 1.01" in message and "--generate_gate_max_perplexity_ratio 0.5" in message
     assert "greedy agreement" in message and "perplexity" in message  # the figures
 
 
