@@ -34,8 +34,10 @@ def _cache_dir(value: str, args) -> str:
 class Settings(S.shared("predictor")):
     task: str = setting("auto", "what to compute", choices=["auto", *metadata.TASKS], chart="predictor.task")
     device: str = setting("auto", "where to run the model", choices=["auto", "cuda", "cpu"], chart="predictor.device")
-    dtype: str = setting("auto", "auto: bf16 on CUDA when supported, else fp16; on CPU bf16 when it has AVX-512 BF16 "
-                         "or AMX and passes the start-up check against fp32, else fp32",
+    dtype: str = setting("auto", "auto: measured at start. Embeddings on CUDA: fp32, bf16 and fp16 raced per batch "
+                         "size, each within the check against fp32; generate on CUDA: bf16 when supported, else fp16; "
+                         "on a CPU (both tasks): bf16 when it has AVX-512 BF16 or AMX and passes the start-up check "
+                         "against fp32 (generate: and is faster), else fp32",
                          choices=["auto", "bfloat16", "float16", "float32"], chart="predictor.dtype")
     # "auto": tuned at warm-up (predictor/encoder/autotune.py)
     max_batch_size: int | str = setting("auto", "most sequences in one forward pass (auto: measured at warm-up)",
