@@ -27,7 +27,7 @@ def test_generate_flags_and_env(monkeypatch):
     s = config.load(["--model_name", "m", "--kv_blocks", "32", "--kv_page_size", "16", "--max_new_tokens", "9"])
     assert s.generate == GenerateSettings(kv_blocks=32, kv_page_size=16, max_queue_requests=7, max_new_tokens=9)
     assert s.generate.resolved(cuda=False) == {"page_size": 16, "num_blocks": 32, "max_batch_tokens": 256,
-                                               "max_queue_size": 7, "seed": None}
+                                               "max_queue_size": 7, "seed": None, "allow_block_sharing": True}
     assert GenerateSettings().resolved(cuda=True)["num_blocks"] is None  # transformers sizes it from free memory
 
 
