@@ -22,6 +22,7 @@ with it, the library builds no ``[batch tokens x keys]`` mask either.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -73,18 +74,25 @@ def plan_for(cu_q: list[int], cu_k: list[int], device: torch.device, dtype: torc
     return plan
 
 
-_last: list = [None, None, None]  # the step's (cu_q, cu_k, plan): its layers pass the same two tensors
+_last: list = [None, None, None]  # weak references to the step's (cu_q, cu_k), and its plan
 
 
 def _last_step(cu_q: torch.Tensor, cu_k: torch.Tensor, query: torch.Tensor) -> Plan:
     """The plan of this step: the first layer reads the lengths (on a GPU, a sync), the others find it by the
-    identity of the tensors the library hands every layer of a step (kept referenced here, so an id is never
-    that of a freed tensor)."""
-    if _last[0] is cu_q and _last[1] is cu_k:
+    identity of the tensors the library hands every layer of a step. Weak references: a freed tensor's id may
+    come back, a dead reference never matches, and the library's tensors do not outlive its engine (a strong
+    reference held at interpreter exit aborted the process once a second engine had run)."""
+    if _last[0] is not None and _last[0]() is cu_q and _last[1]() is cu_k:
         return _last[2]
     plan = plan_for(cu_q.tolist(), cu_k.tolist(), query.device, query.dtype)
-    _last[:] = [cu_q, cu_k, plan]
+    _last[:] = [weakref.ref(cu_q), weakref.ref(cu_k), plan]
     return plan
+
+
+def forget() -> None:
+    """Drop the plans (an engine stopping): they hold index tensors of its last batches."""
+    _last[:] = [None, None, None]
+    _plans.clear()
 
 
 def varlen_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,

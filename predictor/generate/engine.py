@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
@@ -301,9 +303,11 @@ class GenerationEngine:
     def start(self, timeout: float = 120) -> None:
         """Start the manager's thread and wait for its batch processor (the KV cache is allocated)."""
         self.manager.start()
-        # The manager's thread is not a daemon: if the main thread ends without a drain (a crash
-        # while starting kserve), the process would hang on it, so a watcher stops it then.
-        threading.Thread(target=self._stop_after_main, name="generation-watch", daemon=True).start()
+        # The manager's thread is not a daemon: if the main thread ends without a drain (a crash while starting
+        # kserve), the process would hang on it. threading's own exit hooks run before it joins such threads
+        # (concurrent.futures stops its workers there); a daemon watcher that woke at exit ran Python during
+        # finalisation and aborted the process ("terminate called without an active exception").
+        threading._register_atexit(functools.partial(stop_at_exit, weakref.ref(self.manager)))
         deadline = time.monotonic() + timeout
         while self.manager.batch_processor is None:
             if not self.manager.is_running() or time.monotonic() > deadline:
@@ -320,11 +324,6 @@ class GenerationEngine:
         metrics.export_wait("predictor", self.wait.seconds)
         metrics.GEN_CACHE_CONFIG.clear()
         metrics.GEN_CACHE_CONFIG.labels(*cache_config(processor.cache, self.page_size)).set(1)
-
-    def _stop_after_main(self) -> None:
-        threading.main_thread().join()
-        if self.manager.is_running():
-            self.manager.stop(block=False)
 
     @staticmethod
     def _hook_preemptions(processor) -> None:
@@ -375,6 +374,7 @@ class GenerationEngine:
         while self.held and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await asyncio.to_thread(self.manager.stop, True, max(1.0, deadline - time.monotonic()))
+        attention.forget()
 
     # -- requests ------------------------------------------------------------------------
     def max_tokens_for(self, prompt_tokens: int) -> int:
@@ -451,6 +451,12 @@ class GenerationEngine:
         router = self.manager.output_router
         with router._lock:
             router.result_handlers.pop(request_id, None)
+
+
+def stop_at_exit(manager_ref) -> None:
+    manager = manager_ref()
+    if manager is not None and manager.is_running():
+        manager.stop(block=False)
 
 
 def kv_usage(cache) -> float:
