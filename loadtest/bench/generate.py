@@ -7,7 +7,8 @@ targets in this process tree on the same snapshot (default models/SmolLM2-135M-I
 - **A, seed pattern**: FastAPI + ``model.generate``, one request at a time (loadtest/bench/baselines/generate_hf.py);
 - **B, plain KServe**: a ``kserve.Model`` whose ``predict`` calls ``generate`` (loadtest/bench/baselines/generate_kserve.py);
 - **snapserve** (S): predictor (continuous batching) + transformer, ``/openai/v1/chat/completions`` streamed;
-  **I**, opt-in (``--targets ...,I``): the same with ``--generate_weights int8``;
+  **I**, opt-in (``--targets ...,I``): the same with ``--generate_weights int8``; **F**, opt-in: the same
+  with ``--dtype float32`` (S takes ``--dtype auto``: bf16 on a CPU with native bf16, within its gate);
 - **llama.cpp** (L: F32, the same weights; Q: the Q4_1 GGUF they come from), when given a ``llama-server``
   (loadtest/bench/llama.py); a skip line otherwise. The same streamed chat, a new connection per request.
 
@@ -163,6 +164,8 @@ def targets(a, logs: Path) -> list[tuple]:
                                     str(port), "--grpc_port", str(free_port())), logs)],
         f"http://127.0.0.1:{port}/v1/models/gen:predict", None))
     out.append(snapserve("snapserve chat stream", "S", a, logs))
+    if "F" in a.targets:  # the same precision as llama.cpp F32 (S is --dtype auto: bf16 where the CPU has it)
+        out.append(snapserve("snapserve fp32 chat stream", "F", a, logs, "--dtype", "float32"))
     if "I" in a.targets:
         out.append(snapserve("snapserve int8 chat stream", "I", a, logs, "--generate_weights", "int8"))
     return out + llama.targets(a.llama_server, a.targets, logs, max(a.levels))
@@ -221,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--levels", default="1,8,32", help="concurrent clients per level, comma-separated")
     p.add_argument("--targets", default="A,B,S,L,Q",
-                   help="which of A, B, S (snapserve), I (snapserve int8), L (llama.cpp F32), Q (llama.cpp Q4_1) "
+                   help="which of A, B, S (snapserve), F (snapserve fp32), I (snapserve int8), L (llama.cpp F32), "
+                        "Q (llama.cpp Q4_1) "
                         "to run; L and Q only with a llama-server")
     p.add_argument("--llama_server", default=None,
                    help=f"path of a built llama.cpp's llama-server (env {llama.ENV}); absent: the llama.cpp "
