@@ -37,6 +37,7 @@ class Plan:
     mask: torch.Tensor | None  # [n, 1, 1, longest] additive, None when every request has the same length
     longest: int
     spans: tuple[tuple[int, int, int, int], ...]  # (q start, q end, k start, k end) of multi-token requests
+    single: tuple[int, int] | None = None  # (k start, k end) when the batch is one request's one new token
 
 
 _plans: dict[tuple, Plan] = {}
@@ -67,7 +68,8 @@ def plan_for(cu_q: list[int], cu_k: list[int], device: torch.device, dtype: torc
             valid = torch.tensor([[j < ke - ks for j in range(longest)] for _, ks, ke in decode], device=device)
             mask = torch.zeros(valid.shape, dtype=dtype, device=device).masked_fill_(~valid, float("-inf"))
             mask = mask.view(len(decode), 1, 1, longest)
-    plan = Plan(rows, gather, mask, longest, tuple(spans))
+    single = (decode[0][1], decode[0][2]) if len(decode) == 1 and not spans else None
+    plan = Plan(rows, gather, mask, longest, tuple(spans), single)
     if len(_plans) > 64:  # one step's plan is reused by its layers; older steps' plans are garbage
         _plans.clear()
     _plans[key] = plan
@@ -104,6 +106,11 @@ def varlen_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
     kv_heads = key.shape[1]
     group = heads // kv_heads
     plan = _last_step(cu_q, cu_k, query)
+    if plan.single is not None:  # one request, one new token (a lone stream's step): no gather, no copy back
+        ks, ke = plan.single
+        q = query[0].reshape(kv_heads, group, dim).unsqueeze(0)  # [1, kv heads, group, dim]
+        o = F.scaled_dot_product_attention(q, key[:, :, ks:ke], value[:, :, ks:ke], scale=scaling)
+        return o.reshape(1, 1, heads, dim), None
     out = query.new_empty(tokens, heads, dim)
     if plan.decode_rows is not None:
         n, longest = plan.decode_rows.numel(), plan.longest

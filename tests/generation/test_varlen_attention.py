@@ -36,6 +36,7 @@ def dense_reference(q, k, v, lens, scale):
 @pytest.mark.parametrize("lens", [
     [(1, 17), (1, 40), (1, 1), (1, 40)],  # decode only, lengths differ: padded and masked
     [(1, 8), (1, 8)],  # decode only, one length: no mask
+    [(1, 23)],  # one request's one new token: no gather
     [(5, 5), (3, 10), (1, 33), (7, 7)],  # whole prompts, a prompt's rest after a prefix, a decode row
 ])
 def test_per_request_attention_equals_the_dense_masked_one(lens):
