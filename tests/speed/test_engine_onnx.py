@@ -144,5 +144,7 @@ def test_a_split_kept_by_the_tuning_cache_is_served_again_without_a_race(onnx_mo
     caplog.set_level("INFO", "snapserve.predictor")
     eng = engine.load(onnx_model, engine="auto", cache=tuning_cache.TuningCache(str(tmp_path), "split"))
     assert eng.describe()["engine"] == "onnx<=128<torch" and eng.max_small_tokens == 128
-    assert "measured faster at an earlier start" in caplog.text and "1x16" not in caplog.text  # no race ran
+    # no engine race ran: its line names the cache, not timings (the dtype race may log its own: another choice)
+    picks = [r.getMessage() for r in caplog.records if r.getMessage().startswith("engine auto:")]
+    assert picks and all("measured faster at an earlier start" in m and "1x16" not in m for m in picks), picks
     assert (eng.small.describe()["engine"], eng.large.describe()["engine"]) == ("onnx", "torch")
