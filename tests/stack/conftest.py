@@ -132,12 +132,13 @@ class RunningStack:
         return (self.workdir / "stack.out").read_text(errors="replace")
 
 
-def start_stack(workdir: Path, *extra: str, timeout: float = 400) -> RunningStack:
+def start_stack(workdir: Path, *extra: str, timeout: float = 400, model_dir: Path = MODEL_DIR,
+                model_name: str = "snap", env: dict | None = None) -> RunningStack:
     with open(workdir / "stack.out", "wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "loadtest.stack", "--model_dir", str(MODEL_DIR), "--model_name", "snap",
+            [sys.executable, "-m", "loadtest.stack", "--model_dir", str(model_dir), "--model_name", model_name,
              "--port", "0", "--prometheus_port", "0", "--workdir", str(workdir), "--scrape_interval_s", "1", *extra],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     stack = RunningStack(proc, workdir)
     deadline = time.monotonic() + timeout
     while not stack.state().get("ready"):

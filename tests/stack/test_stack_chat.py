@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,7 +20,7 @@ import httpx
 import pytest
 
 from tests.loadtest.test_locust import locust, stats
-from tests.stack.conftest import REPO, RunningStack
+from tests.stack.conftest import REPO, RunningStack, start_stack
 from tests.stack.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -39,20 +37,8 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "What is the ca
 
 def start_chat_stack(workdir: Path, *extra: str, timeout: float = 300) -> RunningStack:
     env = {**os.environ, "WARMUP": "true", "REQUEST_TIMEOUT_MS": str(DEADLINE_MS)}  # warm-up: the chart's default
-    with open(workdir / "stack.out", "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "loadtest.stack", "--model_dir", str(GEN_DIR), "--model_name", MODEL,
-             "--port", "0", "--prometheus_port", "0", "--workdir", str(workdir), "--scrape_interval_s", "1",
-             "--read_timeout_s", str(DEADLINE_MS // 1000 + 30), *extra],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-    stack = RunningStack(proc, workdir)
-    deadline = time.monotonic() + timeout
-    while not stack.state().get("ready"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stack.stop()
-            pytest.fail(f"stack did not become ready (rc={proc.returncode}):\n{stack.output()[-4000:]}")
-        time.sleep(0.5)
-    return stack
+    return start_stack(workdir, "--read_timeout_s", str(DEADLINE_MS // 1000 + 30), *extra, timeout=timeout,
+                       model_dir=GEN_DIR, model_name=MODEL, env=env)
 
 
 @pytest.fixture(scope="module")
