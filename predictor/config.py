@@ -50,8 +50,9 @@ class Settings(S.shared("predictor")):
         "auto", "the forward-pass time auto batch limits stay within (auto: 50 on CPU, 20 on GPU)",
         type=autotune.float_or_auto, tasks=ENCODER)
     shared_batch_latency_ms: float | str = setting(
-        "auto", "while more than one API key sent work in the last 2 s, batches fit this forward-pass time, so "
-        "another key's request waits behind short ones (auto: 0.2 x the latency budget; 0: off)",
+        "auto", "the forward-pass time of the short batches that let waiting work pass a backlog: while more than one "
+        "API key sent work in the last 2 s, every batch; with one key or none, the batch a short request runs in "
+        "while longer ones have a full batch queued (auto: 0.2 x the latency budget; 0: off)",
         type=autotune.float_or_auto, tasks=ENCODER)
     engine: str = setting("auto", "auto: whichever of torch and ONNX Runtime (model.onnx in the snapshot) measures "
                           "faster", choices=["auto", "torch", "onnx"], tasks=ENCODER)

@@ -5,7 +5,8 @@ The transformer's guard names the caller by its API key (``--api_keys_file``; a 
 removing any a client sent. The transformer's coalescer and the predictor's batcher order queued work
 by weighted fair queuing over tenants, and the transformer caps each tenant's queued sequences; the
 transformer forwards the headers to the predictor with each call. Without keys every request is the
-one tenant ``""``, and the queues are first come, first served.
+one tenant ``""``; within a tenant the queues are fair between requests (shortest first, aged:
+``snapserve.scheduling.fair_queue``).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from transformers.generation.continuous_batching.requests import RequestState
 
 from predictor import device as devices
 from predictor.generate import attention
-from predictor.generate import precision, quantize
+from predictor.generate import packed, precision, quantize
 from predictor.generate.settings import GenerateSettings
 from predictor.generate.wait import WaitEstimate
 from snapserve import metrics
@@ -273,6 +273,7 @@ class GenerationEngine:
         elif dtype == "auto" and self.device.type == "cpu":  # bf16 where native, faster and within the gate
             self.model = precision.choose_cpu(self.model, settings, model_dir, cpu_bf16)
             self.dtype = next(self.model.parameters()).dtype
+        self.packed_linears = packed.apply(self.model) if self.device.type == "cpu" and settings.linear == "packed" else 0
         config = self.model.config
         eos = self.model.generation_config.eos_token_id
         eos = config.eos_token_id if eos is None else eos
@@ -363,7 +364,9 @@ class GenerationEngine:
     def describe(self) -> dict:
         cfg = self.manager.continuous_batching_config
         return {"task": "generate", "device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."),
-                "attention": self.model.config._attn_implementation, "prefix_sharing": self.settings.prefix_sharing,
+                "attention": self.model.config._attn_implementation,
+                "linear": f"oneDNN packed ({self.packed_linears})" if self.packed_linears else "torch",
+                "prefix_sharing": self.settings.prefix_sharing,
                 "kv_blocks": cfg.num_blocks, "kv_page_size": cfg.page_size, "max_batch_tokens": cfg.max_batch_tokens,
                 "max_queue_requests": self.settings.max_queue_requests}
 
