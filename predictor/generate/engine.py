@@ -268,12 +268,15 @@ class GenerationEngine:
             torch.set_num_threads(devices.threads_per_instance(cpu_threads, 1))
         self.model = transformers.AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=self.dtype, local_files_only=True).to(self.device).eval()
+        pack = packed.apply if self.device.type == "cpu" and settings.linear == "packed" else None
         if settings.weights == "int8":  # int8 quantises the fp32 weights, behind its gate
             self.model = quantize.apply(self.model, settings, tokenizer_dir=model_dir)
         elif dtype == "auto" and self.device.type == "cpu":  # bf16 where native, faster and within the gate
-            self.model = precision.choose_cpu(self.model, settings, model_dir, cpu_bf16)
+            self.model = precision.choose_cpu(self.model, settings, model_dir, cpu_bf16, prepare=pack)
             self.dtype = next(self.model.parameters()).dtype
-        self.packed_linears = packed.apply(self.model) if self.device.type == "cpu" and settings.linear == "packed" else 0
+        if pack:
+            pack(self.model)  # the Linear layers the steps above left as they were (all, or int8's float ones)
+        self.packed_linears = sum(isinstance(m, packed.PackedLinear) for m in self.model.modules())
         config = self.model.config
         eos = self.model.generation_config.eos_token_id
         eos = config.eos_token_id if eos is None else eos
