@@ -4,7 +4,7 @@
         [--variants fp32-varlen,fp32-library,bf16-varlen] [--clients 1,32] [--tokens 64] [--rounds 2]
         [--prefix 512] [--stall 1500]
 
-Each variant is its own ``GenerationEngine`` (dtype, attention, prefix sharing) in this one process; the
+Each variant is its own ``GenerationEngine`` (dtype, attention, prefix sharing, Linear kernels) in this one process; the
 variants take turns, level by level, ``--rounds`` times, so a busy box slows them alike. Per level:
 tokens/s, TTFT p50/p99 and ITL p50 of greedy requests that ignore EOS, and the process's CPU time per
 token. ``--prefix N``: TTFT of 8 requests one after another that share an N-token system prompt, prefix
@@ -24,11 +24,13 @@ import statistics
 import time
 from pathlib import Path
 
-VARIANTS = {  # name: (dtype, attention, prefix sharing)
-    "fp32-varlen": ("float32", "varlen", True),
-    "fp32-library": ("float32", "library", True),
-    "bf16-varlen": ("bfloat16", "varlen", True),
-    "fp32-noshare": ("float32", "varlen", False),
+VARIANTS = {  # name: (dtype, attention, prefix sharing, Linear layers)
+    "fp32-varlen": ("float32", "varlen", True, "packed"),
+    "fp32-library": ("float32", "library", True, "packed"),
+    "bf16-varlen": ("bfloat16", "varlen", True, "packed"),
+    "fp32-noshare": ("float32", "varlen", False, "packed"),
+    "fp32-mkl": ("float32", "varlen", True, "library"),  # F.linear instead of oneDNN's packed weights
+    "bf16-mkl": ("bfloat16", "varlen", True, "library"),
 }
 
 
@@ -37,9 +39,9 @@ def engine_for(model_dir: Path, variant: str, threads: int):
     from predictor.generate.settings import GenerateSettings
     from snapserve import metadata
 
-    dtype, attn, share = VARIANTS[variant]
-    engine = GenerationEngine(model_dir, metadata.read(model_dir), GenerateSettings(attention=attn, prefix_sharing=share),
-                              "cpu", dtype, threads)
+    dtype, attn, share, linear = VARIANTS[variant]
+    settings = GenerateSettings(attention=attn, prefix_sharing=share, linear=linear)
+    engine = GenerationEngine(model_dir, metadata.read(model_dir), settings, "cpu", dtype, threads)
     engine.start()
     return engine
 
