@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = GenerateSettings(kv_blocks=(need + page - 1) // page if device.type == "cpu" else 0,
                                 max_queue_requests=max(256, max(levels)))
     started = time.perf_counter()
-    engine = GenerationEngine(model_dir, info, settings, device=str(device), dtype=a.dtype)
+    # random weights: no quality gate to pass (--dtype auto's bf16 gate on a CPU), the dtype as resolved
+    engine = GenerationEngine(model_dir, info, settings, device=str(device),
+                              dtype=a.dtype if scratch is None else str(dtype).removeprefix("torch."))
     engine.start()
     params = sum(t.numel() for t in engine.model.parameters())
     print(f"generation in-process on {device.type} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'})"

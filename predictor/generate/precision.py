@@ -74,7 +74,11 @@ def choose_cpu(model: torch.nn.Module, settings, tokenizer_dir: Path, cpu_bf16: 
 
     from predictor.generate import quantize
 
-    gate = quantize.measure(model, candidate, AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True))
+    try:
+        gate = quantize.measure(model, candidate, AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True))
+    except (OSError, ValueError) as exc:  # no usable tokenizer in the snapshot: the gate cannot be measured
+        log.warning("generate: fp32, bf16's quality gate cannot be measured here (%s)", exc)
+        return model
     refusals = gate.refusals(settings.gate_min_agreement, settings.gate_max_perplexity_ratio)
     if refusals:
         log.warning("generate: fp32, bf16 refused by the quality gate (%s): %s", "; ".join(refusals), gate.figures())

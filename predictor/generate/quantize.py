@@ -156,6 +156,8 @@ def prompt_ids(tokenizer) -> list[list[int]]:
         else:
             rendered = text
         out.append(tokenizer(rendered, add_special_tokens=False).input_ids)
+    if not all(out):
+        raise ValueError("the snapshot's tokenizer gives no token ids for the gate's prompts")
     return out
 
 
@@ -210,7 +212,12 @@ def apply(model: torch.nn.Module, settings, tokenizer_dir: Path) -> torch.nn.Mod
         return model
     from transformers import AutoTokenizer
 
-    gate = measure(model, candidate, AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True))
+    try:
+        gate = measure(model, candidate, AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True))
+    except (OSError, ValueError) as e:  # no usable tokenizer in the snapshot: the gate cannot be measured
+        log.warning("generate: int8 weights refused, serving %s: the quality gate cannot be measured (%s)",
+                    _dtype(model), e)
+        return model
     refusals = gate.refusals(settings.gate_min_agreement, settings.gate_max_perplexity_ratio)
     if refusals:
         log.warning("generate: int8 weights refused by the quality gate (%s), serving %s: %s",

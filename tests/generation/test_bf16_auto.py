@@ -87,3 +87,18 @@ def test_forward_ms_times_both_passes(monkeypatch):
     ok, figures = precision.faster(tiny, tiny)
     print(figures)
     assert "1 token" in figures and "32 tokens" in figures and isinstance(ok, bool)
+
+
+def test_a_snapshot_without_a_usable_tokenizer_keeps_fp32_instead_of_failing(tmp_path, monkeypatch, caplog):
+    """A random-weights snapshot (the device check's speed-only model) has no tokenizer for the gate's prompts:
+    bf16 that won the race is then refused with the reason in the log, not a crash at start."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=1)).eval()
+    tiny.save_pretrained(tmp_path)
+    monkeypatch.setattr(precision.devices, "cpu_has_bf16", lambda: (True, "test"))
+    monkeypatch.setattr(precision, "faster", lambda ref, cand: (True, "bf16 faster (test)"))
+    with caplog.at_level(logging.INFO, "snapserve.predictor"):
+        assert precision.choose_cpu(tiny, GenerateSettings(), tmp_path) is tiny
+    assert "bf16's quality gate cannot be measured here" in caplog.text
