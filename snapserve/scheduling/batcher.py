@@ -249,6 +249,9 @@ class Batcher:
                 prepared = await self._prepare_safely(loop, batch)
                 start, instance = await self._acquire(batch)
                 if not start:  # work that goes first arrived: the batch is formed again
+                    # dropped now, not when the next forming's result replaces it: what it holds (a pooled
+                    # input buffer) goes back before the next prepare takes one
+                    del prepared
                     await asyncio.sleep(0)  # (the loop's other tasks run between two formings)
                     continue
                 self._busy += 1
