@@ -139,6 +139,9 @@ class Batcher:
     def _arrived(self, tenant: str) -> None:
         """A request from ``tenant`` is about to be queued."""
 
+    def _queued(self, req: Request) -> None:
+        """``req`` was queued."""
+
     def _launched(self, batch: Batch, task: asyncio.Task) -> None:
         """``task`` runs ``batch``."""
 
@@ -186,6 +189,7 @@ class Batcher:
         self._arrived(tenant)
         req = self._queue.add(sequences, loop.create_future(), context, tenant, weight)
         req.after, self._last_arrival = req.arrived - self._last_arrival, req.arrived
+        self._queued(req)
         self._observer.queue_depth(len(self._queue))
         self._wakeup.set()
         try:

@@ -9,7 +9,8 @@ and a light tenant's batch holds none of a backlogged one's sequences: the forwa
 stays short. Within one tenant (or without keys) the same holds between requests: a request of at most
 the shared batch size runs next (``fair_queue``: shortest first), and while longer requests have a
 full batch or more queued, in a shared-size batch of such short requests; a long request alone keeps
-the full batches.
+the full batches. With more than one instance, while short requests (at most half a batch) keep arriving,
+batches that hold long requests run on one instance at a time: the others are the short lane.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from snapserve.scheduling.batcher import Batcher, Observer
 from snapserve.scheduling.fair_queue import Request
 
 SHARED_WINDOW_S = 2.0  # tenants seen within this long share the device (BatchLimits.shared_batch_size)
+SHORT_WINDOW_S = 0.5  # short requests seen within this long keep an instance for themselves (the short lane)
 
 
 def instance_threads(instances: int) -> list[concurrent.futures.ThreadPoolExecutor]:
@@ -57,6 +59,8 @@ class DeviceBatcher(Batcher):
         self._prepare = prepare
         self._execute = execute
         self._seen: dict[str, float] = {}  # each tenant's last submit (monotonic), for the shared limits
+        self._long_running = 0  # batches running that hold a long request (the short lane)
+        self._short_seen = float("-inf")  # when a short request was last queued (monotonic)
         self._prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batch-prep")
         self._exec_pools = list(threads) if threads is not None else instance_threads(self.limits.instances)
 
@@ -73,13 +77,43 @@ class DeviceBatcher(Batcher):
         if tenant and self.limits.shared_batch_size:
             self._seen[tenant] = time.monotonic()
 
+    def _queued(self, req: Request) -> None:
+        if self._is_short(req):
+            self._short_seen = req.arrived
+
+    def _launched(self, batch: Batch, task) -> None:
+        batch.long = not all(self._is_short(req) for req in batch.requests())
+        self._long_running += batch.long
+
+    def _landed(self, batch: Batch) -> None:
+        self._long_running -= getattr(batch, "long", False)
+
     def _hold_back(self) -> bool:
         # all instances busy: let the queue grow until one frees or a batch is full (then it is
         # prepared ahead, while the running batches execute)
-        return self._free.empty() and len(self._queue) < self.limits.max_batch_size
+        if self._free.empty() and len(self._queue) < self.limits.max_batch_size:
+            return True
+        # the short lane: while short requests are arriving, one long batch at a time
+        return self._lane() and not self._is_short(self._queue[0][0])
+
+    def _is_short(self, req: Request) -> bool:
+        """A request the short lane serves: at most half a full batch, in sequences and in tokens."""
+        limits = self.limits
+        return len(req.sequences) <= max(1, limits.max_batch_size // 2) and req.tokens <= limits.max_batch_tokens // 2
+
+    def _lane(self) -> bool:
+        """Whether long work must leave the instances it is not running on to short requests: more than one
+        instance, a long batch already running, and short requests queued within SHORT_WINDOW_S. Two long
+        batches at once on a CPU made a short one beside them wait for a whole long batch, then run at a
+        fraction of the cores (single sentences in mixed traffic: p50 ~5x their p50 alone); a long request
+        alone (no short ones arriving) keeps every instance."""
+        return (self.limits.instances > 1 and self._long_running > 0
+                and time.monotonic() - self._short_seen < SHORT_WINDOW_S)
 
     def _plan(self, head: list[tuple[Request, int]]) -> tuple[BatchLimits, list[tuple[Request, int]]]:
         limits = self.limits
+        if self._lane():  # (the head is short: _hold_back) the short lane's batch holds short requests only
+            head = [p for p in head if self._is_short(p[0])]
         if not limits.shared_batch_size:
             return limits, head
         shared = dataclasses.replace(

@@ -232,3 +232,63 @@ def test_two_tiers_with_long_and_single_sentence_clients_answer_everyone():
     answered = asyncio.run(main())
     print(f"answered: {answered[1]} requests of 64 sentences, {answered[SINGLE]} of one")
     assert answered[1] > 0 and answered[SINGLE] > answered[1]
+
+
+class Concurrency(Batches):
+    """Also records how many batches holding a long request (any id but SINGLE) ran at once."""
+
+    def __init__(self, delay: float):
+        super().__init__(delay)
+        self.long_now = self.most_long = 0
+
+    def execute(self, work, instance):
+        rows = self.record(work)
+        long = any(r != SINGLE for r in rows)
+        with self.lock:
+            self.long_now += long
+            self.most_long = max(self.most_long, self.long_now)
+        time.sleep(self.delay)
+        with self.lock:
+            self.long_now -= long
+        return rows
+
+
+def test_while_short_requests_arrive_one_instance_is_left_to_them(monkeypatch):
+    """The short lane: two instances, eight 64-sentence requests and a stream of single sentences. No two
+    long batches run at once (one instance stays for the short ones), every request is answered in full;
+    the window in which a short request counts as arriving is widened, so a slow box cannot close it."""
+    from snapserve.scheduling import device_batcher
+
+    monkeypatch.setattr(device_batcher, "SHORT_WINDOW_S", 60.0)
+    batches = Concurrency(delay=0.01)
+    batcher = DeviceBatcher(None, batches.execute, BatchLimits(max_batch_size=16, max_delay_ms=0, instances=2,
+                                                               shared_batch_size=4))
+
+    async def main():
+        first = await batcher.submit(request(SINGLE, 1))  # a short request has been seen
+        big = [asyncio.ensure_future(batcher.submit(request(k, 64))) for k in range(1, 9)]
+        singles = []
+        while not all(b.done() for b in big):
+            singles.append(await batcher.submit(request(SINGLE, 1)))
+        return first, [await b for b in big], singles
+
+    first, big, singles = asyncio.run(main())
+    print(f"short lane: {len(batches.rows)} batches, {len(singles)} singles served beside the long ones, "
+          f"most long batches at once {batches.most_long}")
+    assert batches.most_long == 1
+    assert first == [SINGLE] and all(s == [SINGLE] for s in singles) and singles
+    assert [len(b) for b in big] == [64] * 8 and all(set(b) == {k} for k, b in zip(range(1, 9), big, strict=True))
+
+
+def test_long_requests_alone_keep_every_instance():
+    """No short request arriving: the long batches run on both instances at once, as before the lane."""
+    batches = Concurrency(delay=0.2)
+    batcher = DeviceBatcher(None, batches.execute, BatchLimits(max_batch_size=16, max_delay_ms=0, instances=2,
+                                                               shared_batch_size=4))
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit(request(k, 32)) for k in (1, 2)))
+
+    assert [len(r) for r in asyncio.run(main())] == [32, 32]
+    print(f"long alone: most long batches at once {batches.most_long} of 2 instances")
+    assert batches.most_long == 2
