@@ -106,7 +106,7 @@ def varlen_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
     kv_heads = key.shape[1]
     group = heads // kv_heads
     plan = _last_step(cu_q, cu_k, query)
-    if plan.single is not None:  # one request, one new token (a lone stream's step): no gather, no copy back
+    if plan.single is not None and tokens == 1:  # one request, one new token (a lone stream's step): no gather, no copy back
         ks, ke = plan.single
         q = query[0].reshape(kv_heads, group, dim).unsqueeze(0)  # [1, kv heads, group, dim]
         o = F.scaled_dot_product_attention(q, key[:, :, ks:ke], value[:, :, ks:ke], scale=scaling)

@@ -53,6 +53,21 @@ def test_per_request_attention_equals_the_dense_masked_one(lens):
     assert err < 1e-5  # float32 sums in another order
 
 
+def test_one_decode_row_in_a_padded_batch():
+    """Compiled or CUDA-graph steps pad the query to a size class (the library's ``pad_inputs``): one request's
+    one new token then arrives with padding rows behind it, and must not take the no-copy path that assumes a
+    one-token query (it failed with "shape '[3, 3, 64]' is invalid for input of size 36864")."""
+    torch.manual_seed(0)
+    q = torch.randn(1, HEADS, 4, DIM)  # 1 real row, 3 of padding
+    k, v = (torch.randn(1, KV_HEADS, 23, DIM) for _ in range(2))
+    ref, _, _ = dense_reference(q[:, :, :1], k, v, [(1, 23)], 0.125)
+    out, _ = varlen_attention(None, q, k, v, None, scaling=0.125,
+                              cu_seq_lens_q=torch.tensor([0, 1, 1], dtype=torch.int32),
+                              cu_seq_lens_k=torch.tensor([0, 23, 23], dtype=torch.int32))
+    assert out.shape == (1, 4, HEADS, DIM)
+    assert (out[:, :1] - ref).abs().max().item() < 1e-5
+
+
 def test_it_steps_aside_for_sliding_windows_and_flash():
     class Config:
         _attn_implementation = "sdpa"
