@@ -7,7 +7,8 @@ targets in this process tree on the same snapshot (default models/SmolLM2-135M-I
 - **A, seed pattern**: FastAPI + ``model.generate``, one request at a time (loadtest/bench/baselines/generate_hf.py);
 - **B, plain KServe**: a ``kserve.Model`` whose ``predict`` calls ``generate`` (loadtest/bench/baselines/generate_kserve.py);
 - **snapserve** (S): predictor (continuous batching) + transformer, ``/openai/v1/chat/completions`` streamed;
-  **I**, opt-in (``--targets ...,I``): the same with ``--generate_weights int8`` and its greedy-agreement bound
+  **R**, opt-in: the same as a cluster runs it on these cores, ``--replicas`` predictor replicas of one core
+  each behind the local stack's nginx (loadtest/stack); **I**, opt-in (``--targets ...,I``): the same with ``--generate_weights int8`` and its greedy-agreement bound
   off (for its speed: SmolLM2 fails that bound, so a default start refuses int8); **F**, opt-in: the same
   with ``--dtype float32`` (S takes ``--dtype auto``: bf16 on a CPU with native bf16, within its gate);
 - **llama.cpp** (L: F32, the same weights; Q: the Q4_1 GGUF they come from), when given a ``llama-server``
@@ -27,6 +28,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import random
 import sys
 import tempfile
@@ -170,7 +172,24 @@ def targets(a, logs: Path) -> list[tuple]:
     if "I" in a.targets:  # int8's speed: its greedy-agreement bound off (SmolLM2 fails it), the perplexity one kept
         out.append(snapserve("snapserve int8 chat stream (agreement gate off)", "I", a, logs, "--generate_weights",
                              "int8", "--generate_gate_min_agreement", "0"))
+    if "R" in a.targets:
+        out.append(replicas(a, logs))
     return out + llama.targets(a.llama_server, a.targets, logs, max(a.levels))
+
+
+def replicas(a, logs: Path) -> tuple:
+    """R: snapserve as a cluster would run it on these cores, one predictor replica per core (``--replicas``): the
+    local stack (loadtest/stack: nginx route -> transformer -> nginx Service -> predictors, each predictor given
+    its share of the cores as a pod's CPU limit would). The engine's step is mostly small operators that one
+    thread runs as fast as two, so replicas of one core each use the cores that a second OpenMP thread leaves
+    idle."""
+    port = free_port()
+    argv = python("-m", "loadtest.stack", "--model_dir", str(a.model_dir), "--model_name", "gen", "--port", str(port),
+                  "--prometheus_port", str(free_port()), "--predictor_lb_port", str(free_port()), "--transformers", "1",
+                  "--predictors", str(a.replicas), "--workdir", tempfile.mkdtemp(prefix="bench-generate-stack-"))
+    env = {"WARMUP": "true", "REQUEST_TIMEOUT_MS": NO_DEADLINE[1], "DEVICE": a.device}
+    return (f"snapserve, {a.replicas} predictor replicas", "R", [Server("stack-r", argv, logs, env)],
+            f"http://127.0.0.1:{port}/openai/v1/chat/completions", "gen")
 
 
 def fmt(v) -> str:
@@ -226,13 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--levels", default="1,8,32", help="concurrent clients per level, comma-separated")
     p.add_argument("--targets", default="A,B,S,L,Q",
-                   help="which of A, B, S (snapserve), F (snapserve fp32), I (snapserve int8), L (llama.cpp F32), "
+                   help="which of A, B, S (snapserve), F (snapserve fp32), I (snapserve int8), R (snapserve as "
+                        "--replicas predictor replicas behind the local stack), L (llama.cpp F32), "
                         "Q (llama.cpp Q4_1) "
                         "to run; L and Q only with a llama-server")
     p.add_argument("--llama_server", default=None,
                    help=f"path of a built llama.cpp's llama-server (env {llama.ENV}); absent: the llama.cpp "
                         "targets are skipped")
     p.add_argument("--rounds", type=int, default=1, help="run every target this many times, interleaved")
+    p.add_argument("--replicas", type=int, default=max(1, os.cpu_count() or 1),
+                   help="R's predictor replicas (default one per core)")
     p.add_argument("--max_tokens", type=int, default=64)
     p.add_argument("--duration", type=float, default=None, help="seconds each level keeps sending (20; quick 3)")
     p.add_argument("--quick", action="store_true", help="short levels: each client sends about one request")

@@ -286,11 +286,11 @@ def generation_table(rows: list[dict]) -> str:
 
 
 def generation_ratios(rows: list[dict]) -> list[str]:
-    """snapserve's rows (S, F for fp32, and I for int8) over each reference at the same clients and round: tok/s (higher
+    """snapserve's rows (S, R as replicas, F for fp32, and I for int8) over each reference at the same clients and round: tok/s (higher
     is better), TTFT p50 / p99 and ITL p50 (lower is better); int8 is also set against llama.cpp Q4_1."""
     out = []
     for r in rows:
-        if r["key"] not in ("S", "I", "F"):
+        if r["key"] not in ("S", "R", "I", "F"):
             continue
         for key, name in GENERATION_REFS:
             ref = _gen_ref(rows, key, r)
