@@ -43,7 +43,7 @@ from transformers.generation.continuous_batching.requests import RequestState
 
 from predictor import device as devices
 from predictor.generate import attention
-from predictor.generate import packed, precision, quantize
+from predictor.generate import packed, precision, quantize, step_threads
 from predictor.generate.settings import GenerateSettings
 from predictor.generate.wait import WaitEstimate
 from snapserve import metrics
@@ -264,8 +264,9 @@ class GenerationEngine:
         self.settings = settings
         self.device = devices.resolve_device(device)
         self.dtype = devices.resolve_dtype(dtype, self.device)
+        threads = devices.threads_per_instance(cpu_threads, 1)
         if self.device.type == "cpu":
-            torch.set_num_threads(devices.threads_per_instance(cpu_threads, 1))
+            torch.set_num_threads(threads)
         self.model = transformers.AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=self.dtype, local_files_only=True).to(self.device).eval()
         pack = packed.apply if self.device.type == "cpu" and settings.linear == "packed" else None
@@ -277,6 +278,8 @@ class GenerationEngine:
         if pack:
             pack(self.model)  # the Linear layers the steps above left as they were (all, or int8's float ones)
         self.packed_linears = sum(isinstance(m, packed.PackedLinear) for m in self.model.modules())
+        self.step_threads = step_threads.install(self.model, threads, settings.one_thread_tokens) \
+            if self.device.type == "cpu" else None
         config = self.model.config
         eos = self.model.generation_config.eos_token_id
         eos = config.eos_token_id if eos is None else eos
@@ -369,6 +372,8 @@ class GenerationEngine:
         return {"task": "generate", "device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."),
                 "attention": self.model.config._attn_implementation,
                 "linear": f"oneDNN packed ({self.packed_linears})" if self.packed_linears else "torch",
+                "threads": (f"1 up to {self.step_threads.small} tokens a step, else {self.step_threads.threads}"
+                            if self.step_threads else torch.get_num_threads() if self.device.type == "cpu" else "-"),
                 "prefix_sharing": self.settings.prefix_sharing,
                 "kv_blocks": cfg.num_blocks, "kv_page_size": cfg.page_size, "max_batch_tokens": cfg.max_batch_tokens,
                 "max_queue_requests": self.settings.max_queue_requests}

@@ -37,6 +37,10 @@ class GenerateSettings:
                           "once at start, as torch.compile's inductor does; 1.3-1.8x the speed of a decode step's "
                           "matrix products) or 'library' (torch's F.linear, MKL); ignored on CUDA",
                           tasks=GENERATE, flag="generate_linear", choices=("packed", "library"))
+    one_thread_tokens: int = setting(16, "generate, CPU: forward passes of at most this many tokens (a decode step of "
+                                     "a few requests) run on one thread, larger ones on all (0: always all); a small "
+                                     "step is mostly small operators that a second thread slows down",
+                                     tasks=GENERATE, flag="generate_one_thread_tokens")
     weights: str = setting("fp32", "generate: 'int8' serves int8 weights (per output channel) in the LM head and the "
                            "attention projections (CPU: fbgemm's dynamic int8) when the quality gate at start passes, "
                            "else the weights as loaded; 'fp32': the weights as loaded", tasks=GENERATE,
@@ -57,7 +61,7 @@ class GenerateSettings:
                         flag="generate_seed")
 
     def __post_init__(self):
-        for name in ("kv_blocks", "kv_page_size", "max_batch_tokens"):
+        for name in ("kv_blocks", "kv_page_size", "max_batch_tokens", "one_thread_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{flag(name)} must be >= 0 (0: picked for the device)")
         if 0 < self.kv_page_size < 4:
