@@ -7,24 +7,37 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from tests import procs
 
 
-def test_run_local_prints_working_curl_lines_and_stops_cleanly():
+def what_it_said(lines: list[str], stderr: Path, logs: Path) -> str:
+    """run-local's own output and the end of each server's log: why no curl line came (seen once on CI)."""
+    parts = ["stdout:", *lines, "stderr:", stderr.read_text(errors="replace")[-3000:]]
+    for log in sorted(logs.glob("*.log")):
+        parts += [f"{log.name} (end):", log.read_text(errors="replace")[-2000:]]
+    return "\n".join(parts)
+
+
+def test_run_local_prints_working_curl_lines_and_stops_cleanly(tmp_path):
     port, pport = procs.free_port(), procs.free_port()
-    env = {**os.environ, "PORT": str(port), "PREDICTOR_PORT": str(pport), "SNAPSERVE_SKIP_SETUP": "1"}
-    proc = subprocess.Popen(["bash", "ci/run-local.sh", "--max_delay_ms", "1"], cwd=procs.ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    curls = []
+    env = {**os.environ, "PORT": str(port), "PREDICTOR_PORT": str(pport), "SNAPSERVE_SKIP_SETUP": "1",
+           "LOG_DIR": str(tmp_path / "logs")}
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(["bash", "ci/run-local.sh", "--max_delay_ms", "1"], cwd=procs.ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+    curls, lines = [], []
     try:
         deadline = time.monotonic() + 240
         for line in proc.stdout:
+            lines.append(line.rstrip())
             if line.strip().startswith("curl "):
                 curls.append(line.strip())
             if line.startswith("Ctrl-C") or time.monotonic() > deadline:
                 break
-        assert len(curls) == 2, curls
+        assert len(curls) == 2, what_it_said(lines, stderr, tmp_path / "logs")
         for cmd in curls:
             out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60).stdout
             body = json.loads(out)
