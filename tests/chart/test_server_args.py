@@ -123,7 +123,7 @@ NOT_IN_CHART = {
         "max_new_tokens": "extraArgs", "generate_seed": "extraArgs", "generate_attention": "extraArgs",
         "generate_prefix_sharing": "extraArgs", "generate_weights": "extraArgs (int8 is opt-in, behind its gate)",
         "generate_gate_min_agreement": "extraArgs", "generate_gate_max_perplexity_ratio": "extraArgs",
-        "generate_linear": "extraArgs",
+        "generate_linear": "extraArgs", "generate_one_thread_tokens": "extraArgs (the thread budget is the CPU limit)",
     },
     "transformer": {
         "model_dir": "fixed by the template: /mnt/models (the tokenizer files of the same snapshot)",
