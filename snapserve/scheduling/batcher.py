@@ -136,9 +136,6 @@ class Batcher:
         instance = await self._claim(batch)
         return instance is not None, instance
 
-    def _arrived(self, tenant: str) -> None:
-        """A request from ``tenant`` is about to be queued."""
-
     def _queued(self, req: Request) -> None:
         """``req`` was queued."""
 
@@ -186,7 +183,6 @@ class Batcher:
         self.start()
         self.admit(len(sequences), tenant=tenant, max_queued=max_queued)
         loop = asyncio.get_running_loop()
-        self._arrived(tenant)
         req = self._queue.add(sequences, loop.create_future(), context, tenant, weight)
         req.after, self._last_arrival = req.arrived - self._last_arrival, req.arrived
         self._queued(req)

@@ -29,6 +29,7 @@ from snapserve.scheduling.fair_queue import Request
 
 SHARED_WINDOW_S = 2.0  # tenants seen within this long share the device (BatchLimits.shared_batch_size)
 SHORT_WINDOW_S = 0.5  # short requests seen within this long keep an instance for themselves (the short lane)
+LONG, SHORT = "long", "short"  # a running batch's flow (Batch.flow): whether it holds a long request
 
 
 def instance_threads(instances: int) -> list[concurrent.futures.ThreadPoolExecutor]:
@@ -73,20 +74,18 @@ class DeviceBatcher(Batcher):
         for pool in self._exec_pools:
             pool.shutdown(wait=False)
 
-    def _arrived(self, tenant: str) -> None:
-        if tenant and self.limits.shared_batch_size:
-            self._seen[tenant] = time.monotonic()
-
     def _queued(self, req: Request) -> None:
+        if req.tenant and self.limits.shared_batch_size:
+            self._seen[req.tenant] = req.arrived
         if self._is_short(req):
             self._short_seen = req.arrived
 
     def _launched(self, batch: Batch, task) -> None:
-        batch.long = not all(self._is_short(req) for req in batch.requests())
-        self._long_running += batch.long
+        batch.flow = LONG if not all(self._is_short(req) for req in batch.requests()) else SHORT
+        self._long_running += batch.flow == LONG
 
     def _landed(self, batch: Batch) -> None:
-        self._long_running -= getattr(batch, "long", False)
+        self._long_running -= batch.flow == LONG
 
     def _hold_back(self) -> bool:
         # all instances busy: let the queue grow until one frees or a batch is full (then it is
