@@ -24,6 +24,8 @@ else
 fi
 PORT=${PORT:-8080}                      # transformer (clients call this)
 PREDICTOR_PORT=${PREDICTOR_PORT:-8090}
+# kserve always serves gRPC too (8081 would collide): one port above each HTTP port unless given
+GRPC_PORT=${GRPC_PORT:-$((PORT + 1))} PREDICTOR_GRPC_PORT=${PREDICTOR_GRPC_PORT:-$((PREDICTOR_PORT + 1))}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 LOG_DIR=${LOG_DIR:-out/run-local}
 mkdir -p "$LOG_DIR"
@@ -60,11 +62,11 @@ wait_ready() {  # url pid log
 
 echo "run-local: starting the predictor and the transformer (logs in $LOG_DIR/)"
 $PY -m predictor --model_name "$MODEL_NAME" --model_dir "$MODEL_DIR" \
-  --http_port "$PREDICTOR_PORT" --grpc_port "$((PREDICTOR_PORT + 1))" "$@" >"$plog" 2>&1 &
+  --http_port "$PREDICTOR_PORT" --grpc_port "$PREDICTOR_GRPC_PORT" "$@" >"$plog" 2>&1 &
 pids+=($!)
 wait_ready "http://127.0.0.1:$PREDICTOR_PORT/v2/models/$MODEL_NAME/ready" "${pids[0]}" "$plog"
 $PY -m transformer --model_name "$MODEL_NAME" --model_dir "$MODEL_DIR" \
-  --predictor_host "127.0.0.1:$PREDICTOR_PORT" --http_port "$PORT" --grpc_port "$((PORT + 1))" >"$tlog" 2>&1 &
+  --predictor_host "127.0.0.1:$PREDICTOR_PORT" --http_port "$PORT" --grpc_port "$GRPC_PORT" >"$tlog" 2>&1 &
 pids+=($!)
 wait_ready "http://127.0.0.1:$PORT/v2/models/$MODEL_NAME/ready" "${pids[1]}" "$tlog"
 # from here on, what the servers log (access lines, warnings) shows below the curl lines

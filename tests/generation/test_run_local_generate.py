@@ -15,7 +15,9 @@ from tests import procs
 def test_run_local_generate_prints_working_curl_lines(gen_dir):
     port, pport = procs.free_port(), procs.free_port()
     env = {**os.environ, "PORT": str(port), "PREDICTOR_PORT": str(pport), "SNAPSERVE_SKIP_SETUP": "1",
-           "MODEL": "generate", "MODEL_DIR": str(gen_dir)}
+           "MODEL": "generate", "MODEL_DIR": str(gen_dir),
+           # gRPC ports of their own (run-local's default, one above each HTTP port, may be taken)
+           "GRPC_PORT": str(procs.free_port()), "PREDICTOR_GRPC_PORT": str(procs.free_port())}
     proc = subprocess.Popen(["bash", "ci/run-local.sh"], cwd=procs.ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     curls = []

@@ -22,7 +22,10 @@ def what_it_said(lines: list[str], stderr: Path, logs: Path) -> str:
 
 def test_run_local_prints_working_curl_lines_and_stops_cleanly(tmp_path):
     port, pport = procs.free_port(), procs.free_port()
+    # gRPC ports of their own: run-local's default (one above each HTTP port) was taken once on a busy box
+    # ("Failed to bind to address [::]:46868"), and no curl line came
     env = {**os.environ, "PORT": str(port), "PREDICTOR_PORT": str(pport), "SNAPSERVE_SKIP_SETUP": "1",
+           "GRPC_PORT": str(procs.free_port()), "PREDICTOR_GRPC_PORT": str(procs.free_port()),
            "LOG_DIR": str(tmp_path / "logs")}
     stderr = tmp_path / "stderr.txt"
     with stderr.open("w") as err:
